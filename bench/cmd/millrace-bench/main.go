@@ -1,0 +1,211 @@
+// Command millrace-bench measures the ceilings of Millrace's building blocks
+// and then every registered scenario in the same run, and prints each
+// scenario's throughput as a share of its ceiling.
+//
+//	go run ./bench/cmd/millrace-bench -duration 5s -json bench/results/run.json
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/millrace/millrace/bench/ceilings"
+	"github.com/millrace/millrace/bench/harness"
+	"github.com/millrace/millrace/bench/scenarios"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "millrace-bench:", err)
+		os.Exit(1)
+	}
+}
+
+// config is the command's configuration, from flags.
+type config struct {
+	Duration    time.Duration
+	Warmup      time.Duration
+	Concurrency int
+	Only        string
+	JSON        string
+	Dir         string
+}
+
+func parse(args []string, stderr io.Writer) (config, error) {
+	cfg := config{Duration: 5 * time.Second, Warmup: time.Second, Concurrency: 32}
+	fs := flag.NewFlagSet("millrace-bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "how long each ceiling and scenario is measured")
+	fs.DurationVar(&cfg.Warmup, "warmup", cfg.Warmup, "how long each runs unrecorded before measuring")
+	fs.IntVar(&cfg.Concurrency, "concurrency", cfg.Concurrency, "workers for the RPC ceilings and the scenarios")
+	fs.StringVar(&cfg.Only, "only", cfg.Only, "comma-separated ceilings and scenarios to run (a scenario brings its ceiling); empty runs all")
+	fs.StringVar(&cfg.JSON, "json", cfg.JSON, "also write the report as JSON to this file")
+	fs.StringVar(&cfg.Dir, "dir", cfg.Dir, "directory for the bbolt files (default the system temp dir; must be a real disk for fsync to mean anything)")
+	if err := fs.Parse(args); err != nil {
+		return config{}, err
+	}
+	if fs.NArg() > 0 {
+		return config{}, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if cfg.Duration <= 0 || cfg.Warmup < 0 || cfg.Concurrency < 1 {
+		return config{}, errors.New("-duration and -concurrency must be positive, -warmup not negative")
+	}
+	return cfg, nil
+}
+
+// ceiling is one ceiling the command can measure.
+type ceiling struct {
+	name        string
+	concurrency int
+	measure     func(context.Context, harness.Config) (harness.Result, error)
+}
+
+func allCeilings(cfg config) []ceiling {
+	return []ceiling{
+		{ceilings.GRPCEchoName, cfg.Concurrency, ceilings.GRPCEcho},
+		{ceilings.HTTPJSONEchoName, cfg.Concurrency, ceilings.HTTPJSONEcho},
+		{ceilings.BoltSingleCommitName, 1, func(ctx context.Context, hc harness.Config) (harness.Result, error) {
+			return ceilings.BoltSingleCommit(ctx, hc, cfg.Dir)
+		}},
+		{ceilings.BoltBatch64Name, ceilings.BoltBatchWriters, func(ctx context.Context, hc harness.Config) (harness.Result, error) {
+			return ceilings.BoltBatch64(ctx, hc, cfg.Dir)
+		}},
+	}
+}
+
+// plan picks what to run: with only empty, everything; otherwise the named
+// ceilings and scenarios, plus the ceiling of every named scenario. Order is
+// kept, ceilings first.
+func plan(cs []ceiling, ss []scenarios.Scenario, only string) ([]ceiling, []scenarios.Scenario, error) {
+	known := map[string]bool{}
+	for _, c := range cs {
+		known[c.name] = true
+	}
+	for _, s := range ss {
+		if !known[s.Ceiling] {
+			return nil, nil, fmt.Errorf("scenario %s: unknown ceiling %q", s.Name, s.Ceiling)
+		}
+	}
+	if only == "" {
+		return cs, ss, nil
+	}
+	want := map[string]bool{}
+	for name := range strings.SplitSeq(only, ",") {
+		if name = strings.TrimSpace(name); name != "" {
+			want[name] = true
+		}
+	}
+	var pickedS []scenarios.Scenario
+	for _, s := range ss {
+		if want[s.Name] {
+			pickedS = append(pickedS, s)
+			delete(want, s.Name)
+			want[s.Ceiling] = true
+		}
+	}
+	var pickedC []ceiling
+	for _, c := range cs {
+		if want[c.name] {
+			pickedC = append(pickedC, c)
+			delete(want, c.name)
+		}
+	}
+	if len(want) > 0 {
+		var unknown, names []string
+		for n := range want {
+			unknown = append(unknown, n)
+		}
+		for _, c := range cs {
+			names = append(names, c.name)
+		}
+		for _, s := range ss {
+			names = append(names, s.Name)
+		}
+		slices.Sort(unknown)
+		return nil, nil, fmt.Errorf("-only: unknown %s (known: %s)", strings.Join(unknown, ", "), strings.Join(names, ", "))
+	}
+	return pickedC, pickedS, nil
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg, err := parse(args, stderr)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "millrace-bench: duration=%s warmup=%s concurrency=%d only=%q json=%q dir=%q GOMAXPROCS=%d %s\n",
+		cfg.Duration, cfg.Warmup, cfg.Concurrency, cfg.Only, cfg.JSON, cfg.Dir, runtime.GOMAXPROCS(0), runtime.Version())
+
+	cs, ss, err := plan(allCeilings(cfg), scenarios.All(), cfg.Only)
+	if err != nil {
+		return err
+	}
+	report := harness.Report{Command: strings.Join(append([]string{"millrace-bench"}, args...), " "), Started: time.Now()}
+	for _, c := range cs {
+		fmt.Fprintf(stderr, "measuring ceiling %s (%s)…\n", c.name, cfg.Duration)
+		res, err := c.measure(ctx, harness.Config{Name: c.name, Concurrency: c.concurrency, Duration: cfg.Duration, Warmup: cfg.Warmup})
+		if err != nil {
+			return fmt.Errorf("ceiling %s: %w", c.name, err)
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		report.AddCeiling(res)
+	}
+	for _, s := range ss {
+		fmt.Fprintf(stderr, "running scenario %s (%s)…\n", s.Name, cfg.Duration)
+		res, err := runScenario(ctx, s, harness.Config{Name: s.Name, Concurrency: cfg.Concurrency, Duration: cfg.Duration, Warmup: cfg.Warmup})
+		if err != nil {
+			return fmt.Errorf("scenario %s: %w", s.Name, err)
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		report.AddScenario(res, s.Ceiling, s.TargetPct)
+	}
+
+	if err := report.WriteTable(stdout); err != nil {
+		return err
+	}
+	if cfg.JSON != "" {
+		return writeJSON(cfg.JSON, &report)
+	}
+	return nil
+}
+
+func runScenario(ctx context.Context, s scenarios.Scenario, hc harness.Config) (harness.Result, error) {
+	op, cleanup, err := s.Setup(ctx)
+	if err != nil {
+		return harness.Result{}, err
+	}
+	defer cleanup()
+	return harness.Run(ctx, hc, op), nil
+}
+
+func writeJSON(path string, r *harness.Report) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := r.WriteJSON(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}

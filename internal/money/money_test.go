@@ -1,0 +1,59 @@
+package money
+
+import "testing"
+
+func TestRoundHalfEven(t *testing.T) {
+	tests := []struct {
+		name, in, currency, want string
+	}{
+		{"tie rounds to even down", "2.345", "EUR", "2.34"},
+		{"tie rounds to even up", "2.355", "EUR", "2.36"},
+		{"above tie", "2.3451", "EUR", "2.35"},
+		{"zero-decimal currency", "1250.5", "JPY", "1250"},
+		{"zero-decimal currency odd", "1251.5", "JPY", "1252"},
+		{"three-decimal currency", "1.23450", "KWD", "1.234"},
+		{"negative tie", "-2.345", "USD", "-2.34"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Round(MustParse(tt.in), tt.currency)
+			if err != nil {
+				t.Fatal(err)
+			}
+			scale, _ := MinorUnits(tt.currency)
+			if s := FormatScale(got, scale); s != tt.want {
+				t.Fatalf("Round(%s, %s) = %s, want %s", tt.in, tt.currency, s, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseRejects(t *testing.T) {
+	for _, s := range []string{"", "1e3", "1.", ".5", "01", "NaN", "Infinity", "1,5", " 1", "+1", "--1"} {
+		t.Run(s, func(t *testing.T) {
+			if _, err := Parse(s); err == nil {
+				t.Fatalf("Parse(%q) succeeded, want an error", s)
+			}
+		})
+	}
+}
+
+func TestExactArithmetic(t *testing.T) {
+	// 0.1 + 0.2 is exactly 0.3 in decimal, unlike float64.
+	if got := Format(Add(MustParse("0.1"), MustParse("0.2"))); got != "0.3" {
+		t.Fatalf("0.1+0.2 = %s", got)
+	}
+	if got := Format(Mul(MustParse("19.99"), MustParse("3"))); got != "59.97" {
+		t.Fatalf("19.99*3 = %s", got)
+	}
+	q, err := Quo(MustParse("1"), MustParse("3"))
+	if err != nil || IsInteger(q) {
+		t.Fatalf("1/3 = %s, %v", q, err)
+	}
+	if _, err := Round(MustParse("1"), "XXX"); err == nil {
+		t.Fatal("unknown currency accepted")
+	}
+	if Cmp(MustParse("1.50"), MustParse("1.5")) != 0 {
+		t.Fatal("1.50 != 1.5")
+	}
+}

@@ -1,0 +1,59 @@
+package platform
+
+import (
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc/codes"
+)
+
+// Metrics holds the RED metrics of every RPC and the registry everything
+// else in the process registers on.
+type Metrics struct {
+	Registry *prometheus.Registry
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+}
+
+// NewMetrics returns metrics on a fresh registry, with the Go runtime and
+// process collectors registered.
+func NewMetrics() *Metrics {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := &Metrics{
+		Registry: reg,
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "millrace_rpc_requests_total",
+			Help: "RPCs handled, by service, method and gRPC code (REST calls included: the gateway calls gRPC).",
+		}, []string{"service", "method", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "millrace_rpc_duration_seconds",
+			Help:    "Time to handle an RPC, by service and method.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}, []string{"service", "method"}),
+	}
+	reg.MustRegister(m.requests, m.duration)
+	return m
+}
+
+// ObserveRPC records one finished call.
+func (m *Metrics) ObserveRPC(fullMethod string, code codes.Code, d time.Duration) {
+	svc, method := splitMethod(fullMethod)
+	m.requests.WithLabelValues(svc, method, code.String()).Inc()
+	m.duration.WithLabelValues(svc, method).Observe(d.Seconds())
+}
+
+func splitMethod(fullMethod string) (string, string) {
+	s := strings.TrimPrefix(fullMethod, "/")
+	svc, method, _ := strings.Cut(s, "/")
+	return svc, method
+}
+
+// MetricsHandler serves the registry in the Prometheus text format.
+func MetricsHandler(m *Metrics) http.Handler {
+	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{})
+}

@@ -1,0 +1,82 @@
+// Package reqctx carries the per-request facts every layer needs: the
+// correlation id, the W3C traceparent and the event that caused the work.
+// They travel from the edge into every event a request causes.
+package reqctx
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"regexp"
+)
+
+type key int
+
+const (
+	correlationKey key = iota
+	traceparentKey
+	causationKey
+	actorKey
+)
+
+// MaxCorrelationIDLen bounds a caller-supplied correlation id.
+const MaxCorrelationIDLen = 128
+
+var validCorrelation = regexp.MustCompile(`^[A-Za-z0-9._:/-]{1,128}$`)
+
+// ValidCorrelationID reports whether a caller-supplied id may be used as is.
+func ValidCorrelationID(id string) bool { return validCorrelation.MatchString(id) }
+
+// NewCorrelationID returns a random correlation id.
+func NewCorrelationID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// WithCorrelationID returns ctx carrying id.
+func WithCorrelationID(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, correlationKey, id)
+}
+
+// CorrelationID returns the correlation id of ctx, or "".
+func CorrelationID(ctx context.Context) string {
+	id, _ := ctx.Value(correlationKey).(string)
+	return id
+}
+
+// WithTraceparent returns ctx carrying a W3C traceparent header value.
+func WithTraceparent(ctx context.Context, tp string) context.Context {
+	return context.WithValue(ctx, traceparentKey, tp)
+}
+
+// Traceparent returns the W3C traceparent of ctx, or "".
+func Traceparent(ctx context.Context) string {
+	tp, _ := ctx.Value(traceparentKey).(string)
+	return tp
+}
+
+// WithCausationID returns ctx recording the event or request that caused
+// the work done under it.
+func WithCausationID(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, causationKey, id)
+}
+
+// CausationID returns the causation id of ctx, or "".
+func CausationID(ctx context.Context) string {
+	id, _ := ctx.Value(causationKey).(string)
+	return id
+}
+
+// WithActor returns ctx naming who acts: an API key id or "system".
+func WithActor(ctx context.Context, actor string) context.Context {
+	return context.WithValue(ctx, actorKey, actor)
+}
+
+// Actor returns the actor of ctx, or "system" when none is set.
+func Actor(ctx context.Context) string {
+	if a, ok := ctx.Value(actorKey).(string); ok && a != "" {
+		return a
+	}
+	return "system"
+}

@@ -15,7 +15,6 @@ import (
 	"strings"
 	"time"
 
-	"buf.build/go/protovalidate"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -26,6 +25,7 @@ import (
 	"github.com/millrace/millrace/internal/apierr"
 	"github.com/millrace/millrace/internal/auth"
 	"github.com/millrace/millrace/internal/reqctx"
+	"github.com/millrace/millrace/internal/validation"
 )
 
 // Metadata keys Millrace reads and writes. gRPC metadata keys are lowercase;
@@ -88,7 +88,7 @@ type Chain struct {
 	Log         *slog.Logger
 	Auth        *Authenticator
 	Limiter     *RateLimiter
-	Validator   protovalidate.Validator
+	Validate    bool // check the contract's protovalidate rules
 	Idempotency *Idempotency
 	Metrics     *Metrics
 }
@@ -125,8 +125,9 @@ func (c *Chain) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, 
 	if err := c.Limiter.Allow(ctx, p); err != nil {
 		return nil, err
 	}
-	if msg, ok := req.(proto.Message); ok && c.Validator != nil {
-		if err := validate(c.Validator, msg); err != nil {
+	markDeprecation(ctx, info.FullMethod)
+	if msg, ok := req.(proto.Message); ok && c.Validate && !validation.PerItem[info.FullMethod] {
+		if err := validation.Check(msg); err != nil {
 			return nil, err
 		}
 	}
@@ -155,13 +156,13 @@ func (c *Chain) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInf
 	if err := c.Limiter.Allow(ctx, p); err != nil {
 		return err
 	}
-	return handler(srv, &validatingStream{ServerStream: ss, ctx: ctx, v: c.Validator})
+	return handler(srv, &validatingStream{ServerStream: ss, ctx: ctx, validate: c.Validate})
 }
 
 type validatingStream struct {
 	grpc.ServerStream
-	ctx context.Context
-	v   protovalidate.Validator
+	ctx      context.Context
+	validate bool
 }
 
 func (s *validatingStream) Context() context.Context { return s.ctx }
@@ -170,34 +171,10 @@ func (s *validatingStream) RecvMsg(m any) error {
 	if err := s.ServerStream.RecvMsg(m); err != nil {
 		return err
 	}
-	if msg, ok := m.(proto.Message); ok && s.v != nil {
-		return validate(s.v, msg)
+	if msg, ok := m.(proto.Message); ok && s.validate {
+		return validation.Check(msg)
 	}
 	return nil
-}
-
-// validate checks the contract's protovalidate rules and answers with one
-// field violation per broken rule, each naming the field path.
-func validate(v protovalidate.Validator, msg proto.Message) error {
-	err := v.Validate(msg)
-	if err == nil {
-		return nil
-	}
-	var ve *protovalidate.ValidationError
-	if !errors.As(err, &ve) {
-		// A rule that cannot be evaluated is a bug in the contract, not the
-		// caller's fault; the details stay in the server log.
-		return fmt.Errorf("validate %s: %w", msg.ProtoReflect().Descriptor().FullName(), err)
-	}
-	violations := make([]apierr.FieldViolation, 0, len(ve.Violations))
-	for _, viol := range ve.Violations {
-		field := protovalidate.FieldPathString(viol.Proto.GetField())
-		if field == "" {
-			field = string(msg.ProtoReflect().Descriptor().Name())
-		}
-		violations = append(violations, apierr.FieldViolation{Field: field, Description: viol.Proto.GetMessage()})
-	}
-	return apierr.InvalidFields(violations...)
 }
 
 // sanitize makes sure no internal detail reaches a caller: an error that is

@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"buf.build/go/protovalidate"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -63,17 +62,13 @@ func newFixture(t *testing.T, ratePerSecond float64, burst int) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, err := protovalidate.New()
-	if err != nil {
-		t.Fatal(err)
-	}
 	f.idem = idempotency.NewStore(db, idempotency.Options{})
 	log := slog.New(slog.NewJSONHandler(&syncWriter{w: f.logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	f.chain = &platform.Chain{
 		Log:         log,
 		Auth:        &platform.Authenticator{Keys: f.keys, MeshToken: "mesh-token-for-tests-0123456789"},
 		Limiter:     platform.NewRateLimiter(ratePerSecond, burst),
-		Validator:   v,
+		Validate:    true,
 		Metrics:     f.metrics,
 		Idempotency: &platform.Idempotency{Log: log, StoreFor: func(string) *idempotency.Store { return f.idem }},
 	}

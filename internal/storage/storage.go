@@ -229,3 +229,14 @@ func (db *DB) Path() string { return db.path }
 
 // Name returns the schema name, which is the owning service.
 func (db *DB) Name() string { return db.schema.Name }
+
+// InUse reports whether another process holds the store file at path (a
+// running server). It waits at most wait for the lock.
+func InUse(path string, wait time.Duration) bool {
+	bdb, err := bbolt.Open(path, fileMode, &bbolt.Options{Timeout: wait, ReadOnly: true})
+	if err != nil {
+		return errors.Is(err, berrors.ErrTimeout)
+	}
+	_ = bdb.Close()
+	return false
+}

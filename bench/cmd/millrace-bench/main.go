@@ -22,6 +22,7 @@ import (
 
 	"github.com/millrace/millrace/bench/ceilings"
 	"github.com/millrace/millrace/bench/harness"
+	_ "github.com/millrace/millrace/bench/millrace" // registers the Millrace scenarios
 	"github.com/millrace/millrace/bench/scenarios"
 )
 

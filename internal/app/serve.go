@@ -142,11 +142,11 @@ func newNode(cfg *serveConfig, log *slog.Logger, stdout io.Writer) (_ *node, err
 		n.idem[name] = idempotency.NewStore(db, idempotency.Options{TTL: cfg.IdemTTL})
 	}
 	chain := &platform.Chain{
-		Log:       log,
-		Auth:      &platform.Authenticator{Keys: verifier, MeshToken: n.mesh},
-		Limiter:   platform.NewRateLimiter(cfg.RateLimit, cfg.RateBurst),
-		Validate:  true,
-		Metrics:   n.metrics,
+		Log:      log,
+		Auth:     &platform.Authenticator{Keys: verifier, MeshToken: n.mesh},
+		Limiter:  platform.NewRateLimiter(cfg.RateLimit, cfg.RateBurst),
+		Validate: true,
+		Metrics:  n.metrics,
 		Idempotency: &platform.Idempotency{Log: log, StoreFor: func(method string) *idempotency.Store {
 			return n.idem[platform.StoreOf(method)]
 		}},

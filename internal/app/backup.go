@@ -72,6 +72,14 @@ func backup(ctx context.Context, args []string, getenv func(string) string, stdo
 			return fmt.Errorf("the copy %s failed its consistency check: %w", f, err)
 		}
 	}
+	// The key that encrypts webhook signing secrets lives beside the stores;
+	// without it the copy of integration.db cannot sign deliveries.
+	if keyFile := filepath.Join(*dataDir, "webhook-secret.key"); fileExists(keyFile) {
+		if err := copyFile(keyFile, filepath.Join(*out, "webhook-secret.key")); err != nil {
+			return fmt.Errorf("copy the webhook key: %w", err)
+		}
+		fmt.Fprintf(stderr, "  %s (secret: keep this backup private)\n", filepath.Join(*out, "webhook-secret.key"))
+	}
 	fmt.Fprintf(stdout, "backed up %d stores to %s; every copy passed the consistency check\n", len(written), *out)
 	return nil
 }
@@ -171,4 +179,9 @@ func envOr(getenv func(string) string, key, def string) string {
 		return v
 	}
 	return def
+}
+
+func fileExists(path string) bool {
+	st, err := os.Stat(path)
+	return err == nil && st.Mode().IsRegular()
 }

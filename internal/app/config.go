@@ -38,6 +38,7 @@ type serveConfig struct {
 	IdemTTL      time.Duration
 	AdminKey     string // secret
 	MeshToken    string // secret
+	WebhookKey   string // secret
 	NATSURL      string
 	AllowPrivate bool
 	TLSCert      string
@@ -71,6 +72,7 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (*s
 	str(&c.LogLevel, "log-level", "info", "debug, info, warn or error", false)
 	str(&c.AdminKey, "admin-key", "", "bootstrap admin API key (prefer MILLRACE_ADMIN_KEY); generated and printed once when empty and no key exists", true)
 	str(&c.MeshToken, "mesh-token", "", "shared secret services present to each other in a mesh (prefer MILLRACE_MESH_TOKEN)", true)
+	str(&c.WebhookKey, "webhook-key", "", "64 hex characters encrypting webhook signing secrets at rest (prefer MILLRACE_WEBHOOK_KEY); a key file in the data dir when empty", true)
 	str(&c.NATSURL, "nats-url", "", "NATS JetStream URL for events in mesh mode", false)
 	str(&c.TLSCert, "tls-cert", "", "TLS certificate file for HTTP and gRPC", false)
 	str(&c.TLSKey, "tls-key", "", "TLS key file", false)

@@ -34,6 +34,7 @@ import (
 	"github.com/millrace/millrace/internal/idempotency"
 	"github.com/millrace/millrace/internal/platform"
 	"github.com/millrace/millrace/internal/storage"
+	"github.com/millrace/millrace/internal/webhooks"
 )
 
 // domain is one service the binary can run: its store and how it registers
@@ -72,6 +73,9 @@ type node struct {
 	http    *http.Server
 	idem    map[string]*idempotency.Store
 	runners []runner
+
+	webhooks *webhooks.Dispatcher
+	subs     []events.Subscription
 
 	runsEdge    bool
 	adminKey    string
@@ -168,7 +172,20 @@ func newNode(cfg *serveConfig, log *slog.Logger, stdout io.Writer) (_ *node, err
 	}
 	if n.runsEdge {
 		integrationv1.RegisterApiKeyServiceServer(n.grpc, &edge.APIKeyServer{Keys: n.keys})
-		integrationv1.RegisterSubscriptionServiceServer(n.grpc, integrationv1.UnimplementedSubscriptionServiceServer{})
+		key, err := webhookKey(cfg)
+		if err != nil {
+			return nil, err
+		}
+		n.webhooks, err = webhooks.New(n.stores["integration"], webhooks.Options{
+			SecretKey:    key,
+			AllowPrivate: cfg.AllowPrivate || cfg.Demo,
+			Registerer:   n.metrics.Registry,
+			Log:          log.With("component", "webhooks"),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("start webhook delivery: %w", err)
+		}
+		integrationv1.RegisterSubscriptionServiceServer(n.grpc, webhooks.NewServer(n.webhooks))
 		integrationv1.RegisterEventServiceServer(n.grpc, integrationv1.UnimplementedEventServiceServer{})
 	}
 	stores := make([]*storage.DB, 0, len(n.order))
@@ -212,6 +229,11 @@ func (n *node) run(ctx context.Context) error {
 		n.http.TLSConfig = &tls.Config{Certificates: n.serverTLS.Certificates, MinVersion: tls.VersionTLS12}
 	}
 
+	if err := n.subscribe(); err != nil {
+		grpcLis.Close()
+		httpLis.Close()
+		return err
+	}
 	bgCtx, stopBG := context.WithCancel(context.Background())
 	var bg errgroup.Group
 	for _, r := range n.relays {
@@ -219,6 +241,9 @@ func (n *node) run(ctx context.Context) error {
 	}
 	for _, st := range n.idem {
 		bg.Go(func() error { st.RunSweeper(bgCtx, time.Hour, log); return nil })
+	}
+	if n.webhooks != nil {
+		bg.Go(func() error { return n.webhooks.Run(bgCtx) })
 	}
 	for _, r := range n.runners {
 		bg.Go(func() error {
@@ -259,6 +284,9 @@ func (n *node) run(ctx context.Context) error {
 	<-srvCtx.Done()
 	log.Info("shutting down: refusing new calls, finishing those in flight")
 	n.shutdown()
+	for _, sub := range n.subs {
+		sub.Stop()
+	}
 	stopBG()
 	_ = bg.Wait()
 	if err := srv.Wait(); err != nil && !errors.Is(err, grpc.ErrServerStopped) && ctx.Err() == nil {
@@ -531,4 +559,35 @@ func unwrapNet(err error) error {
 		return oe.Err
 	}
 	return err
+}
+
+// webhookKey returns the key that encrypts webhook signing secrets at rest:
+// MILLRACE_WEBHOOK_KEY (64 hex characters) when set, else a key file in the
+// data dir created on first start. Back the file up with the stores: the
+// copies of integration.db are useless without it.
+func webhookKey(cfg *serveConfig) ([]byte, error) {
+	if cfg.WebhookKey != "" {
+		key, err := hex.DecodeString(cfg.WebhookKey)
+		if err != nil || len(key) != webhooks.SecretKeySize {
+			return nil, usagef("MILLRACE_WEBHOOK_KEY must be %d hex characters", 2*webhooks.SecretKeySize)
+		}
+		return key, nil
+	}
+	key, err := webhooks.LoadOrCreateKey(filepath.Join(cfg.DataDir, "webhook-secret.key"))
+	if err != nil {
+		return nil, usagef("webhook key: %v", err)
+	}
+	return key, nil
+}
+
+// subscribe registers the process's event consumers on the bus.
+func (n *node) subscribe() error {
+	if n.webhooks != nil {
+		sub, err := n.bus.Subscribe(webhooks.ConsumerName, nil, n.webhooks.Consume)
+		if err != nil {
+			return fmt.Errorf("subscribe webhook delivery: %w", err)
+		}
+		n.subs = append(n.subs, sub)
+	}
+	return nil
 }

@@ -7,13 +7,23 @@ package edge
 import (
 	"github.com/millrace/millrace/internal/auth"
 	"github.com/millrace/millrace/internal/storage"
+	"github.com/millrace/millrace/internal/webhooks"
 )
 
 // Schema is the layout of the integration store.
 var Schema = storage.Schema{
 	Name:    "integration",
 	Version: 1,
-	Buckets: [][]byte{
-		auth.BucketAPIKeys,
-	},
+	Buckets: concat(
+		[][]byte{auth.BucketAPIKeys},
+		webhooks.Buckets,
+	),
+}
+
+func concat(lists ...[][]byte) [][]byte {
+	var out [][]byte
+	for _, l := range lists {
+		out = append(out, l...)
+	}
+	return out
 }

@@ -1,0 +1,104 @@
+package webhooks
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Results an attempt is counted under.
+const (
+	resultSuccess     = "success"
+	resultRedirect    = "redirect"
+	resultClientError = "client_error"
+	resultRateLimited = "rate_limited"
+	resultServerError = "server_error"
+	resultTimeout     = "timeout"
+	resultConnection  = "connection_error"
+	resultBlocked     = "blocked"
+	resultTLS         = "tls_error"
+	resultError       = "error"
+)
+
+// metrics are the webhook collectors; a nil *metrics records nothing.
+type metrics struct {
+	attempts *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+	ack      *prometheus.HistogramVec
+	enqueued prometheus.Counter
+	dead     prometheus.Counter
+	disabled prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	if reg == nil {
+		return nil, nil
+	}
+	m := &metrics{
+		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "millrace_webhook_delivery_attempts_total",
+			Help: "Webhook delivery attempts, by result (success, redirect, client_error, rate_limited, server_error, timeout, connection_error, blocked, tls_error, error).",
+		}, []string{"result"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "millrace_webhook_delivery_attempt_duration_seconds",
+			Help:    "Time from sending a webhook to its response (or failure), by result.",
+			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 15},
+		}, []string{"result"}),
+		ack: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "millrace_webhook_event_ack_seconds",
+			Help:    "Time from an event's commit to its webhook being acknowledged with a 2xx, by event type (for example shipment-status latency).",
+			Buckets: []float64{.05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 7200, 36000},
+		}, []string{"type"}),
+		enqueued: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "millrace_webhook_deliveries_enqueued_total",
+			Help: "Deliveries queued: one per event and matching subscription, plus replays.",
+		}),
+		dead: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "millrace_webhook_dead_letters_total",
+			Help: "Deliveries that exhausted their retries and became dead letters.",
+		}),
+		disabled: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "millrace_webhook_subscriptions_disabled_total",
+			Help: "Subscriptions disabled automatically after failing without a success for the disable window.",
+		}),
+	}
+	for _, c := range []prometheus.Collector{m.attempts, m.latency, m.ack, m.enqueued, m.dead, m.disabled} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+func (m *metrics) attempt(result string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.attempts.WithLabelValues(result).Inc()
+	m.latency.WithLabelValues(result).Observe(d.Seconds())
+}
+
+func (m *metrics) acked(eventType string, sinceCommit time.Duration) {
+	if m == nil || sinceCommit < 0 {
+		return
+	}
+	m.ack.WithLabelValues(eventType).Observe(sinceCommit.Seconds())
+}
+
+func (m *metrics) queued(n int) {
+	if m != nil && n > 0 {
+		m.enqueued.Add(float64(n))
+	}
+}
+
+func (m *metrics) deadLettered() {
+	if m != nil {
+		m.dead.Inc()
+	}
+}
+
+func (m *metrics) autoDisabled() {
+	if m != nil {
+		m.disabled.Inc()
+	}
+}

@@ -14,6 +14,7 @@ import (
 
 	customerv1 "github.com/millrace/millrace/gen/go/millrace/customer/v1"
 	fulfillmentv1 "github.com/millrace/millrace/gen/go/millrace/fulfillment/v1"
+	orderv1 "github.com/millrace/millrace/gen/go/millrace/order/v1"
 	productpricingv1 "github.com/millrace/millrace/gen/go/millrace/productpricing/v1"
 )
 
@@ -44,6 +45,9 @@ func Load(ctx context.Context, conn grpc.ClientConnInterface, apiKey string) (*S
 	}
 	if err := LoadFulfillment(ctx, fulfillmentv1.NewFulfillmentServiceClient(conn), skus); err != nil {
 		return nil, fmt.Errorf("demo sites and inventory: %w", err)
+	}
+	if err := LoadOrders(ctx, orderv1.NewOrderServiceClient(conn), customers, skus); err != nil {
+		return nil, fmt.Errorf("demo quotes and orders: %w", err)
 	}
 	return &Summary{Customers: customers, SKUs: skus}, nil
 }

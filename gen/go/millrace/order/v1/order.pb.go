@@ -239,7 +239,8 @@ type OrderLine struct {
 	Sku string `protobuf:"bytes,1,opt,name=sku,proto3" json:"sku,omitempty"`
 	// Quantity ordered, in any unit the product defines.
 	Quantity *v1.Quantity `protobuf:"bytes,2,opt,name=quantity,proto3" json:"quantity,omitempty"`
-	// Unit price confirmed by pricing, per the priced unit.
+	// Unit price per the ordered unit (the price list's price converted to
+	// the unit of quantity), confirmed by pricing.
 	UnitPrice *v1.Money `protobuf:"bytes,3,opt,name=unit_price,json=unitPrice,proto3" json:"unit_price,omitempty"`
 	// Line total, rounded once to the currency's minor unit.
 	LineTotal *v1.Money `protobuf:"bytes,4,opt,name=line_total,json=lineTotal,proto3" json:"line_total,omitempty"`

@@ -1,0 +1,354 @@
+package order
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+
+	orderv1 "github.com/millrace/millrace/gen/go/millrace/order/v1"
+	typev1 "github.com/millrace/millrace/gen/go/millrace/type/v1"
+	"github.com/millrace/millrace/internal/apierr"
+)
+
+func TestCreateOrder(t *testing.T) {
+	tests := []struct {
+		name      string
+		order     *orderv1.Order
+		prepare   func(h *harness)
+		status    orderv1.OrderStatus
+		hold      orderv1.HoldReason
+		total     string
+		events    []string
+		reserved  bool // a hard reservation is held at the end
+		creditFor bool // credit is reserved at the end
+	}{
+		{
+			name:      "priced, reserved and within credit",
+			order:     newOrder("cus_ACME", ref("OPP-1"), line("VALVE-100", "2", "CASE"), line("GASKET-7", "3", "EA")),
+			status:    statusAccepted,
+			total:     "25.38", // 2 × 12.50 + 3 × 0.125 = 25.375 → the line totals 25.00 + 0.38
+			events:    []string{"OrderStatusChanged", "OrderAccepted", "OrderStatusChanged"},
+			reserved:  true,
+			creditFor: true,
+		},
+		{
+			name:     "stock short goes on hold",
+			order:    newOrder("cus_ACME", nil, line("PUMP-200", "11", "EA")),
+			status:   statusOnHold,
+			hold:     holdInventoryShort,
+			total:    "2640.00",
+			events:   []string{"OrderStatusChanged", "OrderHeld", "OrderStatusChanged"},
+			reserved: false,
+		},
+		{
+			name:     "over the credit limit goes on hold",
+			order:    newOrder("cus_SMALL", nil, line("PUMP-200", "1", "EA")),
+			status:   statusOnHold,
+			hold:     holdCreditDeclined,
+			total:    "240.00",
+			events:   []string{"OrderStatusChanged", "OrderHeld", "OrderStatusChanged"},
+			reserved: true, // the stock stays reserved while an operator decides
+		},
+		{
+			name:    "pricing down leaves it pending",
+			order:   newOrder("cus_ACME", nil, line("VALVE-100", "1", "EA")),
+			prepare: func(h *harness) { h.pricing.setDown(true) },
+			status:  statusPending,
+			events:  []string{"OrderStatusChanged"},
+		},
+		{
+			name:    "fulfillment down leaves it pending, priced",
+			order:   newOrder("cus_ACME", nil, line("VALVE-100", "1", "EA")),
+			prepare: func(h *harness) { h.inv.setDown(true) },
+			status:  statusPending,
+			total:   "12.50",
+			events:  []string{"OrderStatusChanged"},
+		},
+		{
+			name:     "customer service down holds it for credit",
+			order:    newOrder("cus_ACME", nil, line("VALVE-100", "1", "EA")),
+			prepare:  func(h *harness) { h.credit.setDown(true) },
+			status:   statusOnHold,
+			hold:     holdCreditPending,
+			total:    "12.50",
+			events:   []string{"OrderStatusChanged", "OrderHeld", "OrderStatusChanged"},
+			reserved: true,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t)
+			if tt.prepare != nil {
+				tt.prepare(h)
+			}
+			o := h.createOrder(erp, tt.order)
+			if o.GetStatus() != tt.status || o.GetHoldReason() != tt.hold {
+				t.Fatalf("status %s/%s, want %s/%s", o.GetStatus(), o.GetHoldReason(), tt.status, tt.hold)
+			}
+			if got := o.GetTotal().GetAmount(); got != tt.total {
+				t.Errorf("total %q, want %q", got, tt.total)
+			}
+			if !strings.HasPrefix(o.GetId(), "ord_") || o.GetCreateTime() == nil {
+				t.Errorf("id %q, create time %v", o.GetId(), o.GetCreateTime())
+			}
+			if got := h.eventTypes(orderSubject(o.GetId())); !slices.Equal(got, tt.events) {
+				t.Errorf("events %v, want %v", got, tt.events)
+			}
+			if got := h.inv.active(o.GetId()) != nil; got != tt.reserved {
+				t.Errorf("hard reservation held = %v, want %v", got, tt.reserved)
+			}
+			if got := h.credit.holds(o.GetId()); got != tt.creditFor {
+				t.Errorf("credit reserved = %v, want %v", got, tt.creditFor)
+			}
+			if h.notify.Load() == 0 {
+				t.Error("Notify was never called after commits with events")
+			}
+			if tt.reserved {
+				if o.GetReservationId() == "" {
+					t.Error("order does not name its reservation")
+				}
+				for i, l := range o.GetLines() {
+					if l.GetSiteId() != "site_EU1" || !l.GetPromisedTime().AsTime().Equal(promised) {
+						t.Errorf("line %d: site %q promised %v", i, l.GetSiteId(), l.GetPromisedTime())
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestUnconfiguredPeers: a process started without a peer connection
+// treats the peer as down, and orders wait instead of failing.
+func TestUnconfiguredPeers(t *testing.T) {
+	h := newHarness(t, func(o *Options) { o.Pricing, o.Inventory, o.Credit = nil, nil, nil })
+	o := h.createOrder(erp, newOrder("cus_ACME", nil, line("VALVE-100", "1", "EA")))
+	if o.GetStatus() != statusPending {
+		t.Fatalf("status %s, want PENDING", o.GetStatus())
+	}
+	_, err := h.client.CreateQuote(erp, &orderv1.CreateQuoteRequest{Quote: newQuote("cus_ACME", time.Hour, line("VALVE-100", "1", "EA"))})
+	wantCode(t, err, codes.Unavailable, apierr.ReasonUnavailable)
+}
+
+func TestCreateOrderRefusals(t *testing.T) {
+	tests := []struct {
+		name   string
+		order  *orderv1.Order
+		fields []string
+	}{
+		{"discontinued line", newOrder("cus_ACME", nil, line("VALVE-100", "1", "EA"), line("OLD-1", "1", "EA")), []string{"order.lines[1].sku"}},
+		{"line without price", newOrder("cus_ACME", nil, line("NOPRICE", "1", "EA")), []string{"order.lines[0].sku"}},
+		{"unknown customer (pricing's answer)", newOrder("cus_UNKNOWN", nil, line("VALVE-100", "1", "EA")), []string{"order.customer_id"}},
+		{"no lines", newOrder("cus_ACME", nil), []string{"order.lines"}},
+		{"zero quantity", newOrder("cus_ACME", nil, line("VALVE-100", "0", "EA")), []string{"order.lines[0].quantity.value"}},
+		{"unknown currency", &orderv1.Order{CustomerId: "cus_ACME", CurrencyCode: "XXX", ShipToRegion: "eu", Lines: []*orderv1.OrderLine{line("VALVE-100", "1", "EA")}}, []string{"order.currency_code"}},
+		{"bad region and ref", &orderv1.Order{CustomerId: "cus_ACME", CurrencyCode: "EUR", ShipToRegion: "EU", Lines: []*orderv1.OrderLine{line("VALVE-100", "1", "EA")},
+			ExternalRef: &typev1.ExternalRef{System: "SF", Id: ""}}, []string{"order.ship_to_region", "order.external_ref.system", "order.external_ref.id"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t)
+			_, err := h.client.CreateOrder(erp, &orderv1.CreateOrderRequest{Order: tt.order})
+			st := wantCode(t, err, codes.InvalidArgument, apierr.ReasonInvalidArgument)
+			fv := fieldViolations(st)
+			for _, f := range tt.fields {
+				if _, ok := fv[f]; !ok {
+					t.Errorf("violations %v do not name %s (%s)", fv, f, st.Message())
+				}
+			}
+			if strings.Contains(tt.name, "discontinued") && !strings.Contains(fv["order.lines[1].sku"], "DISCONTINUED") {
+				t.Errorf("violation %q does not give the reason", fv["order.lines[1].sku"])
+			}
+			if n := h.countOrders(); n != 0 {
+				t.Errorf("%d orders stored after a refusal", n)
+			}
+			if ev := h.outbox(); len(ev) != 0 {
+				t.Errorf("%d events appended after a refusal", len(ev))
+			}
+			h.inv.mu.Lock()
+			if n := len(h.inv.reservations); n != 0 {
+				t.Errorf("%d reservations placed after a refusal", n)
+			}
+			h.inv.mu.Unlock()
+		})
+	}
+}
+
+func TestExternalRefIdempotentUnderConcurrency(t *testing.T) {
+	h := newHarness(t)
+	const callers = 50
+	var (
+		wg  sync.WaitGroup
+		mu  sync.Mutex
+		ids = map[string]int{}
+	)
+	for range callers {
+		wg.Go(func() {
+			resp, err := h.client.CreateOrder(erp, &orderv1.CreateOrderRequest{Order: newOrder("cus_ACME", ref("OPP-50"), line("VALVE-100", "1", "EA"))})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			ids[resp.GetOrder().GetId()]++
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	if len(ids) != 1 {
+		t.Fatalf("%d distinct orders for one external ref: %v", len(ids), ids)
+	}
+	if n := h.countOrders(); n != 1 {
+		t.Fatalf("%d orders stored, want 1", n)
+	}
+	var id string
+	for k := range ids {
+		id = k
+	}
+	if calls, created := h.inv.counts(id); created != 1 {
+		t.Errorf("reservations placed %d (calls %d), want 1", created, calls)
+	}
+	if _, created, _ := h.credit.counts(id); created != 1 {
+		t.Errorf("credit reservations %d, want 1", created)
+	}
+	h.waitStatus(id, statusAccepted, 0, 0)
+
+	// The same reference later: the same order, whatever the body says.
+	again := h.createOrder(erp, newOrder("cus_ACME", ref("OPP-50"), line("PUMP-200", "9", "EA")))
+	if again.GetId() != id || again.GetLines()[0].GetSku() != "VALVE-100" {
+		t.Errorf("second create returned %s %v, want the existing %s", again.GetId(), again.GetLines(), id)
+	}
+	lr, err := h.client.ListOrders(erp, &orderv1.ListOrdersRequest{ExternalRefSystem: "salesforce", ExternalRefId: "OPP-50"})
+	if err != nil || len(lr.GetOrders()) != 1 || lr.GetOrders()[0].GetId() != id {
+		t.Fatalf("ListOrders by ref: %v %v", lr.GetOrders(), err)
+	}
+}
+
+func TestRegionScope(t *testing.T) {
+	h := newHarness(t)
+	o := h.createOrder(erp, newOrder("cus_ACME", ref("R-1"), line("VALVE-100", "1", "EA")))
+	na := as("erp", "x-test-region", "na")
+
+	_, err := h.client.GetOrder(na, &orderv1.GetOrderRequest{Id: o.GetId()})
+	wantCode(t, err, codes.NotFound, apierr.ReasonNotFound)
+	_, err = h.client.CancelOrder(na, &orderv1.CancelOrderRequest{Id: o.GetId()})
+	wantCode(t, err, codes.NotFound, apierr.ReasonNotFound)
+	lr, err := h.client.ListOrders(na, &orderv1.ListOrdersRequest{})
+	if err != nil || len(lr.GetOrders()) != 0 {
+		t.Fatalf("a key for na lists %v (%v)", lr.GetOrders(), err)
+	}
+	_, err = h.client.CreateOrder(na, &orderv1.CreateOrderRequest{Order: newOrder("cus_ACME", nil, line("VALVE-100", "1", "EA"))})
+	st := wantCode(t, err, codes.PermissionDenied, ReasonRegionOutOfScope)
+	if errorMeta(st)["field"] != "order.ship_to_region" {
+		t.Errorf("meta %v", errorMeta(st))
+	}
+	// The reference is taken by an order this key cannot see: a conflict
+	// that does not name the holder.
+	naOrder := newOrder("cus_ACME", ref("R-1"), line("VALVE-100", "1", "EA"))
+	naOrder.ShipToRegion = "na"
+	_, err = h.client.CreateOrder(na, &orderv1.CreateOrderRequest{Order: naOrder})
+	st = wantCode(t, err, codes.AlreadyExists, ReasonExternalRefTaken)
+	if m := errorMeta(st); m["holder_id"] != "" || m["field"] != "order.external_ref" {
+		t.Errorf("meta %v names the hidden holder or the wrong field", m)
+	}
+	// A key of the holder's region gets the order back.
+	again := h.createOrder(as("erp", "x-test-region", "eu"), newOrder("cus_ACME", ref("R-1"), line("VALVE-100", "1", "EA")))
+	if again.GetId() != o.GetId() {
+		t.Errorf("same-region replay returned %s, want %s", again.GetId(), o.GetId())
+	}
+}
+
+func TestListOrders(t *testing.T) {
+	h := newHarness(t)
+	var ids []string
+	for i := range 7 {
+		customer := "cus_ACME"
+		if i%2 == 1 {
+			customer = "cus_SMALL" // 1 × PUMP over 100 EUR: declined
+		}
+		o := h.createOrder(erp, newOrder(customer, ref(fmt.Sprintf("L-%d", i)), line("PUMP-200", "1", "EA")))
+		ids = append(ids, o.GetId())
+		h.clock.Advance(60_000_000_000) // a minute
+	}
+	all := func(req *orderv1.ListOrdersRequest) []string {
+		t.Helper()
+		var got []string
+		for page := 0; ; page++ {
+			resp, err := h.client.ListOrders(erp, req)
+			if err != nil {
+				t.Fatalf("ListOrders: %v", err)
+			}
+			for _, o := range resp.GetOrders() {
+				got = append(got, o.GetId())
+			}
+			if resp.GetNextPageToken() == "" {
+				return got
+			}
+			if page > 20 {
+				t.Fatal("paging does not end")
+			}
+			req.PageToken = resp.GetNextPageToken()
+		}
+	}
+	pick := func(idx ...int) []string {
+		var out []string
+		for _, i := range idx {
+			out = append(out, ids[i])
+		}
+		return out
+	}
+	tests := []struct {
+		name string
+		req  *orderv1.ListOrdersRequest
+		want []string
+	}{
+		{"everything in pages of 2", &orderv1.ListOrdersRequest{PageSize: 2}, ids},
+		{"one customer", &orderv1.ListOrdersRequest{CustomerId: "cus_SMALL", PageSize: 2}, pick(1, 3, 5)},
+		{"one status", &orderv1.ListOrdersRequest{Status: statusAccepted, PageSize: 3}, pick(0, 2, 4, 6)},
+		{"customer and status", &orderv1.ListOrdersRequest{CustomerId: "cus_SMALL", Status: statusOnHold}, pick(1, 3, 5)},
+		{"customer and another status", &orderv1.ListOrdersRequest{CustomerId: "cus_SMALL", Status: statusAccepted}, nil},
+		{"created range", &orderv1.ListOrdersRequest{CreatedAfter: h.getOrder(ids[2]).GetCreateTime(), CreatedBefore: h.getOrder(ids[5]).GetCreateTime(), PageSize: 1}, pick(2, 3, 4)},
+		{"created range and status", &orderv1.ListOrdersRequest{Status: statusAccepted, CreatedAfter: h.getOrder(ids[1]).GetCreateTime()}, pick(2, 4, 6)},
+		{"external ref", &orderv1.ListOrdersRequest{ExternalRefSystem: "salesforce", ExternalRefId: "L-3"}, pick(3)},
+		{"external ref and another customer", &orderv1.ListOrdersRequest{ExternalRefSystem: "salesforce", ExternalRefId: "L-3", CustomerId: "cus_ACME"}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := all(tt.req); !slices.Equal(got, tt.want) {
+				t.Errorf("got %v, want %v", got, tt.want)
+			}
+		})
+	}
+
+	refusals := []struct {
+		name  string
+		req   *orderv1.ListOrdersRequest
+		field string
+	}{
+		{"garbage token", &orderv1.ListOrdersRequest{PageToken: "nope"}, "page_token"},
+		{"half a reference", &orderv1.ListOrdersRequest{ExternalRefSystem: "salesforce"}, "external_ref_id"},
+		{"page too large", &orderv1.ListOrdersRequest{PageSize: 501}, "page_size"},
+		{"empty range", &orderv1.ListOrdersRequest{CreatedAfter: h.getOrder(ids[2]).GetCreateTime(), CreatedBefore: h.getOrder(ids[1]).GetCreateTime()}, "created_before"},
+	}
+	for _, tt := range refusals {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := h.client.ListOrders(erp, tt.req)
+			st := wantCode(t, err, codes.InvalidArgument, apierr.ReasonInvalidArgument)
+			if _, ok := fieldViolations(st)[tt.field]; !ok {
+				t.Errorf("violations %v do not name %s", fieldViolations(st), tt.field)
+			}
+		})
+	}
+	t.Run("token of other filters", func(t *testing.T) {
+		resp, err := h.client.ListOrders(erp, &orderv1.ListOrdersRequest{PageSize: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = h.client.ListOrders(erp, &orderv1.ListOrdersRequest{PageSize: 1, CustomerId: "cus_ACME", PageToken: resp.GetNextPageToken()})
+		wantCode(t, err, codes.InvalidArgument, apierr.ReasonInvalidArgument)
+	})
+}

@@ -1,0 +1,597 @@
+package fulfillment
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"time"
+
+	"go.etcd.io/bbolt"
+	"google.golang.org/protobuf/proto"
+
+	fulfillmentv1 "github.com/millrace/millrace/gen/go/millrace/fulfillment/v1"
+	"github.com/millrace/millrace/internal/events"
+	"github.com/millrace/millrace/internal/money"
+	"github.com/millrace/millrace/internal/storage"
+)
+
+// store keeps the fulfillment domain in one bbolt file (see schema.go).
+// Each domain operation is one transaction: records, their index entries
+// and their events are written together or not at all.
+type store struct {
+	db     *storage.DB
+	notify func()
+}
+
+// storeTx is one transaction; it implements txn.
+type storeTx struct {
+	ctx     context.Context
+	tx      *bbolt.Tx
+	emitted int
+}
+
+func (s *store) view(ctx context.Context, fn func(txn) error) error {
+	return s.db.View(func(tx *bbolt.Tx) error { return fn(&storeTx{ctx: ctx, tx: tx}) })
+}
+
+// update uses group commit: concurrent writers share one fsync. bbolt may
+// run fn again when another function of the batch fails, so the count of
+// events is taken from the run that committed.
+func (s *store) update(ctx context.Context, fn func(txn) error) error {
+	var emitted int
+	err := s.db.Batch(func(tx *bbolt.Tx) error {
+		emitted = 0
+		t := &storeTx{ctx: ctx, tx: tx}
+		if err := fn(t); err != nil {
+			return err
+		}
+		emitted = t.emitted
+		return nil
+	})
+	if err == nil && emitted > 0 && s.notify != nil {
+		s.notify()
+	}
+	return err
+}
+
+// ---------------------------------------------------------------------------
+// Encoding.
+
+func getJSON(b *bbolt.Bucket, key []byte, v any) (bool, error) {
+	raw := b.Get(key)
+	if raw == nil {
+		return false, nil
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		return false, fmt.Errorf("decode record %q: %w", key, err)
+	}
+	return true, nil
+}
+
+func putJSON(b *bbolt.Bucket, key []byte, v any) error {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode %T: %w", v, err)
+	}
+	return b.Put(key, raw)
+}
+
+// getRecord loads a JSON record into a new T; nil when absent.
+func getRecord[T any](tx *bbolt.Tx, bucket, key []byte) (*T, error) {
+	var v T
+	ok, err := getJSON(tx.Bucket(bucket), key, &v)
+	if err != nil || !ok {
+		return nil, err
+	}
+	return &v, nil
+}
+
+// scanBucket calls fn with the records of a bucket whose key starts with
+// prefix, in key order, strictly after the key after (nil: from the start).
+func scanBucket(b *bbolt.Bucket, prefix, after []byte, fn func(k, v []byte) (bool, error)) error {
+	c := b.Cursor()
+	var k, v []byte
+	if after != nil && bytes.Compare(after, prefix) >= 0 {
+		k, v = c.Seek(after)
+		if k != nil && bytes.Equal(k, after) {
+			k, v = c.Next()
+		}
+	} else {
+		k, v = c.Seek(prefix)
+	}
+	for ; k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		more, err := fn(k, v)
+		if err != nil || !more {
+			return err
+		}
+	}
+	return nil
+}
+
+// scanIndex calls load with the primary keys of a non-unique index under
+// prefix after (afterKey, afterPK), until load returns false.
+func scanIndex(tx *bbolt.Tx, ix storage.Index, prefix, afterKey, afterPK []byte, load func(pk []byte) (bool, error)) error {
+	var ferr error
+	err := ix.ScanAfter(tx, prefix, afterKey, afterPK, 0, func(_, pk []byte) bool {
+		more, err := load(pk)
+		if err != nil {
+			ferr = err
+			return false
+		}
+		return more
+	})
+	if err != nil {
+		return err
+	}
+	return ferr
+}
+
+func optional(s string) []byte {
+	if s == "" {
+		return nil
+	}
+	return []byte(s)
+}
+
+// ---------------------------------------------------------------------------
+// Sites.
+
+func (t *storeTx) site(id string) (*fulfillmentv1.Site, error) {
+	raw := t.tx.Bucket(bucketSites).Get([]byte(id))
+	if raw == nil || id == "" {
+		return nil, nil
+	}
+	s := &fulfillmentv1.Site{}
+	if err := proto.Unmarshal(raw, s); err != nil {
+		return nil, fmt.Errorf("decode site %s: %w", id, err)
+	}
+	return s, nil
+}
+
+func (t *storeTx) putSite(s *fulfillmentv1.Site) error {
+	raw, err := proto.MarshalOptions{Deterministic: true}.Marshal(s)
+	if err != nil {
+		return fmt.Errorf("encode site: %w", err)
+	}
+	if err := t.tx.Bucket(bucketSites).Put([]byte(s.GetId()), raw); err != nil {
+		return err
+	}
+	return ixSitesByRegion.Put(t.tx, storage.KeyStrings(s.GetRegion()), []byte(s.GetId()))
+}
+
+func (t *storeTx) scanSites(region, afterID string, fn func(*fulfillmentv1.Site) bool) error {
+	load := func(id []byte) (bool, error) {
+		s, err := t.site(string(id))
+		if err != nil || s == nil {
+			return err == nil, err
+		}
+		return fn(s), nil
+	}
+	if region == "" {
+		return scanBucket(t.tx.Bucket(bucketSites), nil, optional(afterID), func(k, _ []byte) (bool, error) { return load(k) })
+	}
+	prefix := storage.KeyStrings(region)
+	return scanIndex(t.tx, ixSitesByRegion, prefix, prefix, optional(afterID), load)
+}
+
+// ---------------------------------------------------------------------------
+// Balances and the ledger.
+
+func (t *storeTx) balance(siteID, sku string) (*balance, error) {
+	return getRecord[balance](t.tx, bucketBalances, itemKey(siteID, sku))
+}
+
+func (t *storeTx) putBalance(b *balance) error {
+	if err := putJSON(t.tx.Bucket(bucketBalances), itemKey(b.SiteID, b.SKU), b); err != nil {
+		return err
+	}
+	return ixBalancesBySKU.Put(t.tx, storage.KeyStrings(b.SKU), []byte(b.SiteID))
+}
+
+func (t *storeTx) scanBalances(siteID, sku, afterSite, afterSKU string, fn func(*balance) bool) error {
+	var after []byte
+	if afterSite != "" || afterSKU != "" {
+		after = itemKey(afterSite, afterSKU)
+	}
+	decode := func(k, v []byte) (bool, error) {
+		var b balance
+		if err := json.Unmarshal(v, &b); err != nil {
+			return false, fmt.Errorf("decode balance %q: %w", k, err)
+		}
+		return fn(&b), nil
+	}
+	switch {
+	case siteID != "" && sku != "":
+		b, err := t.balance(siteID, sku)
+		if err != nil || b == nil || after != nil {
+			return err
+		}
+		fn(b)
+		return nil
+	case sku != "":
+		prefix := storage.KeyStrings(sku)
+		return scanIndex(t.tx, ixBalancesBySKU, prefix, prefix, optional(afterSite), func(site []byte) (bool, error) {
+			b, err := t.balance(string(site), sku)
+			if err != nil || b == nil {
+				return err == nil, err
+			}
+			return fn(b), nil
+		})
+	case siteID != "":
+		return scanBucket(t.tx.Bucket(bucketBalances), storage.KeyStrings(siteID), after, decode)
+	}
+	return scanBucket(t.tx.Bucket(bucketBalances), nil, after, decode)
+}
+
+func (t *storeTx) sitesOfSKU(sku string) ([]string, error) {
+	var sites []string
+	prefix := storage.KeyStrings(sku)
+	err := ixBalancesBySKU.Scan(t.tx, prefix, nil, 0, func(_, pk []byte) bool {
+		sites = append(sites, string(pk))
+		return true
+	})
+	if err != nil {
+		return nil, err
+	}
+	var bad error
+	err = ixPlansByItem.Scan(t.tx, prefix, nil, 0, func(key, _ []byte) bool {
+		parts, err := storage.SplitKey(key)
+		if err != nil || len(parts) != 3 {
+			bad = fmt.Errorf("corrupt supply plan index key %q", key)
+			return false
+		}
+		sites = append(sites, string(parts[1]))
+		return true
+	})
+	if err != nil {
+		return nil, err
+	}
+	if bad != nil {
+		return nil, bad
+	}
+	slices.Sort(sites)
+	return slices.Compact(sites), nil
+}
+
+func (t *storeTx) appendLedger(e *ledgerEntry) error {
+	if err := putJSON(t.tx.Bucket(bucketLedger), []byte(e.ID), e); err != nil {
+		return err
+	}
+	return ixLedgerByItem.Put(t.tx, itemKey(e.SiteID, e.SKU), []byte(e.ID))
+}
+
+// ---------------------------------------------------------------------------
+// Planned receipts.
+
+func (t *storeTx) plan(id string) (*supplyPlan, error) {
+	return getRecord[supplyPlan](t.tx, bucketPlans, []byte(id))
+}
+
+// planKeys are an open plan's entries in the four plan indexes.
+func planKeys(p *supplyPlan) [4][]byte {
+	due := timeKey(p.DueTime)
+	return [4][]byte{
+		storage.Key([]byte(p.SKU), []byte(p.SiteID), due),
+		storage.Key([]byte(p.SKU), due),
+		storage.Key([]byte(p.SiteID), due),
+		storage.Key(due),
+	}
+}
+
+var planIndexes = [4]storage.Index{ixPlansByItem, ixPlansBySKU, ixPlansBySite, ixPlansByDue}
+
+func (t *storeTx) putPlan(old, p *supplyPlan) error {
+	if err := putJSON(t.tx.Bucket(bucketPlans), []byte(p.ID), p); err != nil {
+		return err
+	}
+	wasOpen := old != nil && num(old.Open).Sign() > 0
+	isOpen := num(p.Open).Sign() > 0
+	if wasOpen == isOpen {
+		return nil
+	}
+	for i, key := range planKeys(p) {
+		var err error
+		if isOpen {
+			err = planIndexes[i].Put(t.tx, key, []byte(p.ID))
+		} else {
+			err = planIndexes[i].Delete(t.tx, key, []byte(p.ID))
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (t *storeTx) loadPlans(fn func(*supplyPlan) bool) func(pk []byte) (bool, error) {
+	return func(pk []byte) (bool, error) {
+		p, err := t.plan(string(pk))
+		if err != nil || p == nil {
+			return err == nil, err
+		}
+		return fn(p), nil
+	}
+}
+
+func (t *storeTx) openPlans(siteID, sku string, fn func(*supplyPlan) bool) error {
+	prefix := storage.KeyStrings(sku, siteID)
+	return scanIndex(t.tx, ixPlansByItem, prefix, prefix, nil, t.loadPlans(fn))
+}
+
+func (t *storeTx) scanOpenPlans(sku, siteID string, afterDue time.Time, afterID string, fn func(*supplyPlan) bool) error {
+	var (
+		ix     storage.Index
+		prefix []byte
+	)
+	switch {
+	case sku != "" && siteID != "":
+		ix, prefix = ixPlansByItem, storage.KeyStrings(sku, siteID)
+	case sku != "":
+		ix, prefix = ixPlansBySKU, storage.KeyStrings(sku)
+	case siteID != "":
+		ix, prefix = ixPlansBySite, storage.KeyStrings(siteID)
+	default:
+		ix, prefix = ixPlansByDue, nil
+	}
+	afterKey := prefix
+	var afterPK []byte
+	if afterID != "" {
+		afterKey = append(bytes.Clone(prefix), storage.Key(timeKey(afterDue))...)
+		afterPK = []byte(afterID)
+	}
+	return scanIndex(t.tx, ix, prefix, afterKey, afterPK, t.loadPlans(fn))
+}
+
+// ---------------------------------------------------------------------------
+// Demand.
+
+func (t *storeTx) demand(siteID, sku string, now time.Time) (hard, soft []dated, err error) {
+	prefix := itemKey(siteID, sku)
+	err = scanBucket(t.tx.Bucket(bucketHardDemand), prefix, nil, func(k, v []byte) (bool, error) {
+		parts, err := storage.SplitKey(k)
+		if err != nil || len(parts) != 3 {
+			return false, fmt.Errorf("corrupt hard demand key %q", k)
+		}
+		hard = append(hard, dated{at: timeFromKey(parts[2]), qty: num(string(v))})
+		return true, nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	// Holds expiring at or before now are dead even if Run has not got to
+	// them: start just after now.
+	live := append(bytes.Clone(prefix), storage.Key(timeKey(now.Add(time.Nanosecond)))...)
+	c := t.tx.Bucket(bucketSoftDemand).Cursor()
+	for k, v := c.Seek(live); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		parts, err := storage.SplitKey(k)
+		if err != nil || len(parts) != 4 {
+			return nil, nil, fmt.Errorf("corrupt soft demand key %q", k)
+		}
+		soft = append(soft, dated{at: timeFromKey(parts[3]), qty: num(string(v))})
+	}
+	return hard, soft, nil
+}
+
+// addDemand changes the quantity stored under key by delta; an entry that
+// reaches zero is removed.
+func addDemand(b *bbolt.Bucket, key []byte, delta *money.Decimal) error {
+	cur := money.Zero()
+	if v := b.Get(key); v != nil {
+		cur = num(string(v))
+	}
+	next := money.Add(cur, delta)
+	if next.Sign() <= 0 {
+		return b.Delete(key)
+	}
+	return b.Put(key, []byte(money.Format(next)))
+}
+
+func (t *storeTx) addHardDemand(siteID, sku string, need time.Time, delta *money.Decimal) error {
+	return addDemand(t.tx.Bucket(bucketHardDemand), storage.Key([]byte(siteID), []byte(sku), timeKey(need)), delta)
+}
+
+func (t *storeTx) addSoftDemand(siteID, sku string, expire, need time.Time, delta *money.Decimal) error {
+	return addDemand(t.tx.Bucket(bucketSoftDemand), storage.Key([]byte(siteID), []byte(sku), timeKey(expire), timeKey(need)), delta)
+}
+
+// ---------------------------------------------------------------------------
+// Reservations.
+
+func (t *storeTx) reservation(id string) (*reservation, error) {
+	return getRecord[reservation](t.tx, bucketReservations, []byte(id))
+}
+
+func (t *storeTx) reservationByRef(ref string) (*reservation, error) {
+	id, ok := ixReservationsByRef.Lookup(t.tx, storage.KeyStrings(ref))
+	if !ok {
+		return nil, nil
+	}
+	return t.reservation(string(id))
+}
+
+// queued reports whether r belongs in the soft-expiry queue.
+func queued(r *reservation) bool {
+	return r != nil && r.Kind == fulfillmentv1.ReservationKind_RESERVATION_KIND_SOFT &&
+		r.Status == fulfillmentv1.ReservationStatus_RESERVATION_STATUS_ACTIVE
+}
+
+// putReservation writes r. old is its previous version, nil for a new
+// reservation, or the reservation of the same reference that r replaces
+// (a quote holding again after its hold ended): r then takes over the
+// reference.
+func (t *storeTx) putReservation(old, r *reservation) error {
+	if err := putJSON(t.tx.Bucket(bucketReservations), []byte(r.ID), r); err != nil {
+		return err
+	}
+	refKey := storage.KeyStrings(r.ReferenceID)
+	if old == nil || old.ID != r.ID {
+		if old != nil {
+			if err := ixReservationsByRef.Delete(t.tx, storage.KeyStrings(old.ReferenceID), []byte(old.ID)); err != nil {
+				return err
+			}
+			old = nil
+		}
+		if err := ixReservationsByRef.Put(t.tx, refKey, []byte(r.ID)); err != nil {
+			return err
+		}
+	}
+	was, is := queued(old), queued(r)
+	switch {
+	case is && !was:
+		return ixSoftExpiry.Put(t.tx, storage.Key(timeKey(r.ExpireTime)), []byte(r.ID))
+	case was && !is:
+		return ixSoftExpiry.Delete(t.tx, storage.Key(timeKey(old.ExpireTime)), []byte(r.ID))
+	}
+	return nil
+}
+
+func (t *storeTx) dueSoftHolds(now time.Time, limit int) ([]string, error) {
+	var due []string
+	var bad error
+	err := ixSoftExpiry.Scan(t.tx, nil, nil, limit, func(key, pk []byte) bool {
+		parts, err := storage.SplitKey(key)
+		if err != nil || len(parts) != 1 {
+			bad = fmt.Errorf("corrupt soft expiry key %q", key)
+			return false
+		}
+		if timeFromKey(parts[0]).After(now) {
+			return false
+		}
+		due = append(due, string(pk))
+		return true
+	})
+	if err != nil {
+		return nil, err
+	}
+	return due, bad
+}
+
+// ---------------------------------------------------------------------------
+// Shipments, invoices, payments, order lines, returns.
+
+func (t *storeTx) shipment(id string) (*shipment, error) {
+	return getRecord[shipment](t.tx, bucketShipments, []byte(id))
+}
+
+func (t *storeTx) putShipment(s *shipment) error {
+	if err := putJSON(t.tx.Bucket(bucketShipments), []byte(s.ID), s); err != nil {
+		return err
+	}
+	return ixShipmentsByOrder.Put(t.tx, storage.KeyStrings(s.OrderID), []byte(s.ID))
+}
+
+func (t *storeTx) scanShipments(orderID, afterID string, fn func(*shipment) bool) error {
+	load := func(id []byte) (bool, error) {
+		s, err := t.shipment(string(id))
+		if err != nil || s == nil {
+			return err == nil, err
+		}
+		return fn(s), nil
+	}
+	if orderID == "" {
+		return scanBucket(t.tx.Bucket(bucketShipments), nil, optional(afterID), func(k, _ []byte) (bool, error) { return load(k) })
+	}
+	prefix := storage.KeyStrings(orderID)
+	return scanIndex(t.tx, ixShipmentsByOrder, prefix, prefix, optional(afterID), load)
+}
+
+func (t *storeTx) invoice(id string) (*invoice, error) {
+	return getRecord[invoice](t.tx, bucketInvoices, []byte(id))
+}
+
+func (t *storeTx) putInvoice(inv *invoice) error {
+	if err := putJSON(t.tx.Bucket(bucketInvoices), []byte(inv.ID), inv); err != nil {
+		return err
+	}
+	if err := ixInvoicesByOrder.Put(t.tx, storage.KeyStrings(inv.OrderID), []byte(inv.ID)); err != nil {
+		return err
+	}
+	if inv.CustomerID == "" {
+		return nil
+	}
+	return ixInvoicesByCustomer.Put(t.tx, storage.KeyStrings(inv.CustomerID), []byte(inv.ID))
+}
+
+func (t *storeTx) scanInvoices(orderID, customerID, afterID string, fn func(*invoice) bool) error {
+	load := func(id []byte) (bool, error) {
+		inv, err := t.invoice(string(id))
+		if err != nil || inv == nil {
+			return err == nil, err
+		}
+		return fn(inv), nil
+	}
+	switch {
+	case orderID != "":
+		prefix := storage.KeyStrings(orderID)
+		return scanIndex(t.tx, ixInvoicesByOrder, prefix, prefix, optional(afterID), load)
+	case customerID != "":
+		prefix := storage.KeyStrings(customerID)
+		return scanIndex(t.tx, ixInvoicesByCustomer, prefix, prefix, optional(afterID), load)
+	}
+	return scanBucket(t.tx.Bucket(bucketInvoices), nil, optional(afterID), func(k, _ []byte) (bool, error) { return load(k) })
+}
+
+func (t *storeTx) paymentByRef(invoiceID, reference string) (*payment, error) {
+	id, ok := ixPaymentsByRef.Lookup(t.tx, storage.KeyStrings(invoiceID, reference))
+	if !ok {
+		return nil, nil
+	}
+	return getRecord[payment](t.tx, bucketPayments, storage.KeyStrings(invoiceID, string(id)))
+}
+
+func (t *storeTx) putPayment(p *payment) error {
+	if err := putJSON(t.tx.Bucket(bucketPayments), storage.KeyStrings(p.InvoiceID, p.ID), p); err != nil {
+		return err
+	}
+	if p.Reference == "" {
+		return nil
+	}
+	return ixPaymentsByRef.Put(t.tx, storage.KeyStrings(p.InvoiceID, p.Reference), []byte(p.ID))
+}
+
+func (t *storeTx) orderLine(orderID string, index int32) (*orderLine, error) {
+	return getRecord[orderLine](t.tx, bucketOrderLines, orderLineKey(orderID, index))
+}
+
+func (t *storeTx) putOrderLine(l *orderLine) error {
+	return putJSON(t.tx.Bucket(bucketOrderLines), orderLineKey(l.OrderID, l.Index), l)
+}
+
+func (t *storeTx) returnRec(id string) (*returnRec, error) {
+	return getRecord[returnRec](t.tx, bucketReturns, []byte(id))
+}
+
+func (t *storeTx) putReturn(r *returnRec) error {
+	if err := putJSON(t.tx.Bucket(bucketReturns), []byte(r.ID), r); err != nil {
+		return err
+	}
+	return ixReturnsByOrder.Put(t.tx, storage.KeyStrings(r.OrderID), []byte(r.ID))
+}
+
+func (t *storeTx) scanReturns(orderID, afterID string, fn func(*returnRec) bool) error {
+	load := func(id []byte) (bool, error) {
+		r, err := t.returnRec(string(id))
+		if err != nil || r == nil {
+			return err == nil, err
+		}
+		return fn(r), nil
+	}
+	if orderID == "" {
+		return scanBucket(t.tx.Bucket(bucketReturns), nil, optional(afterID), func(k, _ []byte) (bool, error) { return load(k) })
+	}
+	prefix := storage.KeyStrings(orderID)
+	return scanIndex(t.tx, ixReturnsByOrder, prefix, prefix, optional(afterID), load)
+}
+
+// ---------------------------------------------------------------------------
+// Events.
+
+func (t *storeTx) emit(subject, region string, event proto.Message) error {
+	if _, err := events.Append(t.ctx, t.tx, events.Draft{Service: serviceName, Subject: subject, Region: region, Data: event}); err != nil {
+		return err
+	}
+	t.emitted++
+	return nil
+}

@@ -143,6 +143,7 @@ func (c *orderClient) OrderLines(ctx context.Context, orderID string) ([]PricedL
 		pl := PricedLine{
 			Index: int32(i), SKU: l.GetSku(), Unit: l.GetQuantity().GetUnit(),
 			Currency: o.GetCurrencyCode(), CustomerID: o.GetCustomerId(), ShipToRegion: o.GetShipToRegion(),
+			OrderStatus: o.GetStatus(),
 		}
 		if up := l.GetUnitPrice(); up.GetAmount() != "" {
 			if up.GetCurrencyCode() != "" && up.GetCurrencyCode() != o.GetCurrencyCode() {

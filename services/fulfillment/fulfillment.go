@@ -41,6 +41,7 @@ package fulfillment
 import (
 	"context"
 	"errors"
+	orderv1 "github.com/millrace/millrace/gen/go/millrace/order/v1"
 	"time"
 
 	"github.com/millrace/millrace/internal/money"
@@ -83,6 +84,7 @@ const (
 	ReasonSiteExists             = "SITE_EXISTS"
 	ReasonInsufficientStock      = "INSUFFICIENT_STOCK"
 	ReasonNoReservation          = "NO_ACTIVE_RESERVATION"
+	ReasonOrderNotShippable      = "ORDER_NOT_SHIPPABLE"
 	ReasonExceedsReservation     = "EXCEEDS_RESERVATION"
 	ReasonReservationRefTaken    = "RESERVATION_REFERENCE_TAKEN"
 	ReasonShipmentConfirmed      = "SHIPMENT_ALREADY_CONFIRMED"
@@ -168,6 +170,11 @@ type PricedLine struct {
 	Currency     string
 	CustomerID   string
 	ShipToRegion string
+	// OrderStatus is the order's status; UNSPECIFIED when the directory
+	// does not say. Only ACCEPTED and PARTIALLY_SHIPPED orders may ship:
+	// an order on hold (credit pending or declined) holds stock but must
+	// not leave the site.
+	OrderStatus orderv1.OrderStatus
 }
 
 // Errors of the ports.

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	orderv1 "github.com/millrace/millrace/gen/go/millrace/order/v1"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/cockroachdb/apd/v3"
@@ -114,6 +116,9 @@ func (k *core) createShipment(ctx context.Context, p auth.Principal, in *fulfill
 	}
 	lines, _, err := k.prepareLines(ctx, "shipment", inputs)
 	if err != nil {
+		return nil, err
+	}
+	if err := k.checkShippable(ctx, in.GetOrderId()); err != nil {
 		return nil, err
 	}
 	var out *shipment
@@ -457,6 +462,31 @@ type billedLine struct {
 	price      *money.Decimal // per priceUnit
 	priceUnit  string
 	unitToBase *money.Decimal // base units in one priceUnit
+}
+
+// checkShippable refuses a shipment for an order that may not ship: one on
+// hold (it keeps its reservation while credit is validated), pending,
+// cancelled or already shipped in full.
+func (k *core) checkShippable(ctx context.Context, orderID string) error {
+	if k.orders == nil {
+		return &PeerUnavailableError{Peer: "order", Err: errors.New("no order directory is configured")}
+	}
+	lines, err := k.orders.OrderLines(ctx, orderID)
+	if errors.Is(err, ErrUnknownOrder) {
+		return nil // the reservation check names what is missing
+	}
+	if err != nil {
+		return err
+	}
+	if len(lines) == 0 {
+		return nil
+	}
+	switch st := lines[0].OrderStatus; st {
+	case orderv1.OrderStatus_ORDER_STATUS_UNSPECIFIED, orderv1.OrderStatus_ORDER_STATUS_ACCEPTED, orderv1.OrderStatus_ORDER_STATUS_PARTIALLY_SHIPPED:
+		return nil
+	default:
+		return precondition(ReasonOrderNotShippable, "shipment.order_id", "order %s is %s and cannot ship", orderID, strings.TrimPrefix(st.String(), "ORDER_STATUS_"))
+	}
 }
 
 // priceShipment asks the order for its lines and prices every shipment

@@ -2,6 +2,7 @@ package fulfillment
 
 import (
 	"encoding/json"
+	orderv1 "github.com/millrace/millrace/gen/go/millrace/order/v1"
 	"slices"
 	"testing"
 
@@ -436,5 +437,43 @@ func TestRecordPayment(t *testing.T) {
 	paid, err := f.core().getInvoice(f.ctx, f.p, inv.GetId())
 	if err != nil || !paid.GetPaidTime().AsTime().Equal(t0) {
 		t.Errorf("paid invoice %v, %v", paid, err)
+	}
+}
+
+// TestHeldOrderCannotShip: an order waiting for credit keeps its hard
+// reservation but must not leave the site until the order service accepts it.
+func TestHeldOrderCannotShip(t *testing.T) {
+	for _, tt := range []struct {
+		status orderv1.OrderStatus
+		ok     bool
+	}{
+		{orderv1.OrderStatus_ORDER_STATUS_ON_HOLD, false},
+		{orderv1.OrderStatus_ORDER_STATUS_PENDING, false},
+		{orderv1.OrderStatus_ORDER_STATUS_CANCELLED, false},
+		{orderv1.OrderStatus_ORDER_STATUS_ACCEPTED, true},
+		{orderv1.OrderStatus_ORDER_STATUS_PARTIALLY_SHIPPED, true},
+	} {
+		t.Run(tt.status.String(), func(t *testing.T) {
+			f := newFixture(t)
+			threeSites(f)
+			f.receive("plant-lyon", "VALVE-100", "30", "EA")
+			f.hardReserve("ord_1", "eu", line("VALVE-100", "1", "CASE"))
+			f.orders.put("ord_1", "cus_1", "eu", "EUR", [3]string{"VALVE-100", "CASE", "120.00"})
+			f.orders.mu.Lock()
+			for i := range f.orders.orders["ord_1"] {
+				f.orders.orders["ord_1"][i].OrderStatus = tt.status
+			}
+			f.orders.mu.Unlock()
+			before := f.snapshot()
+			_, err := f.createShipment("ord_1", "plant-lyon", sline(0, "VALVE-100", "1", "CASE"))
+			if tt.ok {
+				if err != nil {
+					t.Fatalf("shipment for a %s order: %v", tt.status, err)
+				}
+				return
+			}
+			wantErr(t, domainErr(err), codes.FailedPrecondition, ReasonOrderNotShippable, "shipment.order_id")
+			f.assertUnchanged(before)
+		})
 	}
 }

@@ -23,6 +23,11 @@ type Scenario struct {
 	// TargetPct is the share of the ceiling's throughput, in percent, that the
 	// scenario must reach to pass.
 	TargetPct float64
+	// Concurrency, when above zero, is the number of workers the scenario
+	// runs with, whatever -concurrency says: a scenario judged against a
+	// ceiling with a fixed number of writers (bolt-batch64) runs as many to
+	// compare like with like. Zero means -concurrency.
+	Concurrency int
 	// Setup starts what the scenario needs (servers, stores, clients) and
 	// returns the operation to drive, safe to call from many workers at once,
 	// and a cleanup that stops it all. It runs once per benchmark run, before

@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"time"
 
 	"google.golang.org/grpc"
 
@@ -29,7 +30,9 @@ func allDomains() []domain {
 		{name: "productpricing", schema: productpricing.Schema, register: func(s *grpc.Server, db *storage.DB, w *wiring) (runner, error) {
 			productpricingv1.RegisterProductPricingServiceServer(s, productpricing.NewServer(db, productpricing.Options{
 				Notify:    w.notify,
-				Customers: productpricing.NewCustomerClient(w.peer("customer")),
+				// A customer's region and tier change rarely; pricing reads
+				// them for every basket, so they are cached for 30 s.
+				Customers: productpricing.NewCachedDirectory(productpricing.NewCustomerClient(w.peer("customer")), 30*time.Second, 0, nil),
 			}))
 			return nil, nil
 		}},

@@ -495,8 +495,10 @@ func TestRESTCustomers(t *testing.T) {
 	})
 
 	t.Run("update", func(t *testing.T) {
-		// Rows run in order against acme; {{etag}} is replaced with acme's
-		// stored etag before each call.
+		// Rows run in order against acme. Like a CRM that read the record,
+		// a body carries the record's required fields (see "partial PATCH"
+		// below for why); {{etag}} and {{name}} are replaced with acme's
+		// stored etag and display name before each call.
 		tests := []struct {
 			name       string
 			key        string
@@ -510,7 +512,7 @@ func TestRESTCustomers(t *testing.T) {
 		}{
 			{
 				name: "crm renames with the current etag", key: keys.crm, mask: "displayName,email",
-				body: `{"displayName":"Acme AG","email":"orders@acme.example","phone":"+49 30 1234","etag":"{{etag}}"}`, wantCode: 200,
+				body: `{"displayName":"Acme AG","region":"eu","email":"orders@acme.example","phone":"+49 30 1234","etag":"{{etag}}"}`, wantCode: 200,
 				check: func(t *testing.T, before, after *customerv1.Customer) {
 					if after.GetDisplayName() != "Acme AG" || after.GetEmail() != "orders@acme.example" {
 						t.Fatalf("not changed: %v", after)
@@ -525,19 +527,19 @@ func TestRESTCustomers(t *testing.T) {
 			},
 			{
 				name: "stale etag", key: keys.crm, mask: "displayName",
-				body: `{"displayName":"Acme Stale","etag":"1"}`, wantCode: 409, wantReason: "STALE_ETAG",
+				body: `{"displayName":"Acme Stale","region":"eu","etag":"1"}`, wantCode: 409, wantReason: "STALE_ETAG",
 			},
 			{
 				name: "crm may not set the credit limit", key: keys.crm, mask: "creditLimit",
-				body: `{"creditLimit":{"currencyCode":"EUR","amount":"50000"},"etag":"{{etag}}"}`, wantCode: 403, wantReason: "FIELD_OWNED_BY_ROLE",
+				body: `{"displayName":"{{name}}","region":"eu","creditLimit":{"currencyCode":"EUR","amount":"50000"},"etag":"{{etag}}"}`, wantCode: 403, wantReason: "FIELD_OWNED_BY_ROLE",
 			},
 			{
 				name: "crm may not set payment terms either", key: keys.crm, mask: "displayName,paymentTerms",
-				body: `{"displayName":"Acme Terms","paymentTerms":"NET90","etag":"{{etag}}"}`, wantCode: 403, wantReason: "FIELD_OWNED_BY_ROLE",
+				body: `{"displayName":"Acme Terms","region":"eu","paymentTerms":"NET90","etag":"{{etag}}"}`, wantCode: 403, wantReason: "FIELD_OWNED_BY_ROLE",
 			},
 			{
 				name: "erp sets the credit limit and terms", key: keys.erp, mask: "creditLimit,paymentTerms",
-				body: `{"creditLimit":{"currencyCode":"EUR","amount":"50000"},"paymentTerms":"NET30","etag":"{{etag}}"}`, wantCode: 200,
+				body: `{"displayName":"{{name}}","region":"eu","creditLimit":{"currencyCode":"EUR","amount":"50000"},"paymentTerms":"NET30","etag":"{{etag}}"}`, wantCode: 200,
 				check: func(t *testing.T, _, after *customerv1.Customer) {
 					if after.GetCreditLimit().GetAmount() != "50000.00" || after.GetPaymentTerms() != "NET30" {
 						t.Fatalf("credit limit %v terms %q", after.GetCreditLimit(), after.GetPaymentTerms())
@@ -546,7 +548,7 @@ func TestRESTCustomers(t *testing.T) {
 			},
 			{
 				name: "crm sending the stored credit limit back is no change", key: keys.crm, mask: "displayName,creditLimit",
-				body: `{"displayName":"Acme Group AG","creditLimit":{"currencyCode":"EUR","amount":"50000.00"},"etag":"{{etag}}"}`, wantCode: 200,
+				body: `{"displayName":"Acme Group AG","region":"eu","creditLimit":{"currencyCode":"EUR","amount":"50000.00"},"etag":"{{etag}}"}`, wantCode: 200,
 				check: func(t *testing.T, _, after *customerv1.Customer) {
 					if after.GetDisplayName() != "Acme Group AG" || after.GetCreditLimit().GetAmount() != "50000.00" {
 						t.Fatalf("after %v", after)
@@ -555,31 +557,31 @@ func TestRESTCustomers(t *testing.T) {
 			},
 			{
 				name: "ops may read but not write", key: keys.ops, mask: "displayName",
-				body: `{"displayName":"Ops Was Here"}`, wantCode: 403, wantReason: "PERMISSION_DENIED",
+				body: `{"displayName":"Ops Was Here","region":"eu"}`, wantCode: 403, wantReason: "PERMISSION_DENIED",
 			},
 			{
 				name: "eu key does not see an na account", key: keys.crmEU, id: zenith.GetId(), mask: "displayName",
-				body: `{"displayName":"Zenith EU"}`, wantCode: 404, wantReason: "NOT_FOUND",
+				body: `{"displayName":"Zenith EU","region":"na"}`, wantCode: 404, wantReason: "NOT_FOUND",
 			},
 			{
 				name: "unknown field in the mask", key: keys.crm, mask: "colour",
-				body: `{"displayName":"Acme"}`, wantCode: 400, wantReason: "INVALID_ARGUMENT", wantField: "update_mask",
+				body: `{"displayName":"Acme","region":"eu"}`, wantCode: 400, wantReason: "INVALID_ARGUMENT", wantField: "update_mask",
 			},
 			{
 				name: "output-only field in the mask", key: keys.crm, mask: "status",
-				body: `{"status":"CUSTOMER_STATUS_BLOCKED"}`, wantCode: 400, wantReason: "INVALID_ARGUMENT", wantField: "update_mask",
+				body: `{"displayName":"Acme","region":"eu","status":"CUSTOMER_STATUS_BLOCKED"}`, wantCode: 400, wantReason: "INVALID_ARGUMENT", wantField: "update_mask",
 			},
 			{
 				name: "invalid value", key: keys.crm, mask: "email",
-				body: `{"email":"nope","etag":"{{etag}}"}`, wantCode: 400, wantReason: "INVALID_ARGUMENT", wantField: "customer.email",
+				body: `{"displayName":"{{name}}","region":"eu","email":"nope","etag":"{{etag}}"}`, wantCode: 400, wantReason: "INVALID_ARGUMENT", wantField: "customer.email",
 			},
 			{
 				name: "region move by the eu key", key: keys.crmEU, mask: "region",
-				body: `{"region":"na","etag":"{{etag}}"}`, wantCode: 403, wantReason: "REGION_OUT_OF_SCOPE",
+				body: `{"displayName":"{{name}}","region":"na","etag":"{{etag}}"}`, wantCode: 403, wantReason: "REGION_OUT_OF_SCOPE",
 			},
 			{
 				name: "a field named in the mask but absent is cleared", key: keys.crm, mask: "legalName",
-				body: `{"etag":"{{etag}}"}`, wantCode: 200,
+				body: `{"displayName":"{{name}}","region":"eu","etag":"{{etag}}"}`, wantCode: 200,
 				check: func(t *testing.T, _, after *customerv1.Customer) {
 					if after.GetLegalName() != "" {
 						t.Fatalf("legal name %q not cleared", after.GetLegalName())
@@ -588,9 +590,9 @@ func TestRESTCustomers(t *testing.T) {
 			},
 			{
 				name: "no mask: the gateway takes it from the body", key: keys.crm,
-				body: `{"phone":"+49 30 999","etag":"{{etag}}"}`, wantCode: 200,
+				body: `{"displayName":"{{name}}","region":"eu","phone":"+49 30 999"}`, wantCode: 200,
 				check: func(t *testing.T, before, after *customerv1.Customer) {
-					if after.GetPhone() != "+49 30 999" || after.GetDisplayName() != before.GetDisplayName() {
+					if after.GetPhone() != "+49 30 999" || after.GetDisplayName() != before.GetDisplayName() || after.GetEmail() != before.GetEmail() {
 						t.Fatalf("after %v", after)
 					}
 				},
@@ -607,7 +609,8 @@ func TestRESTCustomers(t *testing.T) {
 				if tt.mask != "" {
 					path += "?updateMask=" + url.QueryEscape(tt.mask)
 				}
-				r := c.do(t, "PATCH", path, tt.key, strings.ReplaceAll(tt.body, "{{etag}}", before.GetEtag()))
+				body := strings.NewReplacer("{{etag}}", before.GetEtag(), "{{name}}", before.GetDisplayName()).Replace(tt.body)
+				r := c.do(t, "PATCH", path, tt.key, body)
 				after := c.get(t, id)
 				if tt.wantCode == 200 {
 					got := &customerv1.Customer{}
@@ -627,6 +630,32 @@ func TestRESTCustomers(t *testing.T) {
 				}
 				if !proto.Equal(before, after) {
 					t.Fatalf("a refused update changed the account:\nbefore %v\nafter  %v", before, after)
+				}
+			})
+		}
+
+		// AIP-134 partial updates: a body holding only the fields the mask
+		// names is validated on those fields; an etag in a body without an
+		// explicit mask is the precondition, not a field to change.
+		partial := []struct{ name, mask, body string }{
+			{"only the masked field", "email", `{"email":"ap@acme.example","etag":"{{etag}}"}`},
+			{"etag in the body without a mask", "", `{"displayName":"{{name}}","region":"eu","phone":"+49 30 1000","etag":"{{etag}}"}`},
+		}
+		for _, tt := range partial {
+			t.Run("partial PATCH "+tt.name, func(t *testing.T) {
+				before := c.get(t, acme.GetId())
+				path := "/v1/customers/" + acme.GetId()
+				if tt.mask != "" {
+					path += "?updateMask=" + tt.mask
+				}
+				body := strings.NewReplacer("{{etag}}", before.GetEtag(), "{{name}}", before.GetDisplayName()).Replace(tt.body)
+				c.do(t, "PATCH", path, keys.crm, body).ok(t, nil)
+				after := c.get(t, acme.GetId())
+				if after.GetEtag() == before.GetEtag() {
+					t.Fatalf("the update did not change the account")
+				}
+				if after.GetDisplayName() != before.GetDisplayName() || after.GetRegion() != before.GetRegion() {
+					t.Fatalf("fields outside the mask changed: %v", after)
 				}
 			})
 		}
@@ -679,8 +708,8 @@ func TestRESTCustomers(t *testing.T) {
 			},
 			{
 				name: "erp adds its reference and a credit limit", key: keys.erp,
-				body: `{"externalRef":{"system":"sap","id":"C-1042"},"customer":{"displayName":"Borealis Oyj","region":"eu","currencyCode":"EUR",
-					"externalRefs":[{"system":"hubspot","id":"hs-42"}],"creditLimit":{"currencyCode":"EUR","amount":"7500"}}}`,
+				body: `{"externalRef":{"system":"hubspot","id":"hs-42"},"customer":{"displayName":"Borealis Oyj","region":"eu","currencyCode":"EUR",
+					"externalRefs":[{"system":"sap","id":"C-1042"}],"creditLimit":{"currencyCode":"EUR","amount":"7500"}}}`,
 				wantCode:   200,
 				wantResult: customerv1.UpsertResult_UPSERT_RESULT_UPDATED,
 				check: func(t *testing.T, got *customerv1.UpsertCustomerByExternalRefResponse, _ restError) {
@@ -952,8 +981,8 @@ func TestRESTCustomers(t *testing.T) {
 		}{
 			{"parent in another region", "POST", "/v1/customers", fmt.Sprintf(`{"displayName":"Nordwerk US","region":"na","parentId":%q}`, holding.GetId()), "customer.parent_id"},
 			{"unknown parent", "POST", "/v1/customers", `{"displayName":"Orphan","region":"eu","parentId":"cus_01JF3Z6Q4C8W8N3T9A0E2K5R7B"}`, "customer.parent_id"},
-			{"a cycle", "PATCH", "/v1/customers/" + holding.GetId() + "?updateMask=parentId", fmt.Sprintf(`{"parentId":%q}`, line.GetId()), "customer.parent_id"},
-			{"its own parent", "PATCH", "/v1/customers/" + plant.GetId() + "?updateMask=parentId", fmt.Sprintf(`{"parentId":%q}`, plant.GetId()), "customer.parent_id"},
+			{"a cycle", "PATCH", "/v1/customers/" + holding.GetId() + "?updateMask=parentId", fmt.Sprintf(`{"displayName":"Nordwerk Holding","region":"eu","parentId":%q}`, line.GetId()), "customer.parent_id"},
+			{"its own parent", "PATCH", "/v1/customers/" + plant.GetId() + "?updateMask=parentId", fmt.Sprintf(`{"displayName":"Nordwerk Plant North","region":"eu","parentId":%q}`, plant.GetId()), "customer.parent_id"},
 		}
 		for _, tt := range bad {
 			t.Run(tt.name, func(t *testing.T) {

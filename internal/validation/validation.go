@@ -6,10 +6,13 @@ package validation
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 
 	"buf.build/go/protovalidate"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
 	customerv1 "github.com/millrace/millrace/gen/go/millrace/customer/v1"
 	"github.com/millrace/millrace/internal/apierr"
@@ -43,7 +46,11 @@ func CheckAt(prefix string, msg proto.Message) error {
 	if err != nil {
 		return fmt.Errorf("set up validation: %w", err)
 	}
-	err = v.Validate(msg)
+	var opts []protovalidate.ValidationOption
+	if f := updateFilter(msg); f != nil {
+		opts = append(opts, protovalidate.WithFilter(f))
+	}
+	err = v.Validate(msg, opts...)
 	if err == nil {
 		return nil
 	}
@@ -67,4 +74,87 @@ func CheckAt(prefix string, msg proto.Message) error {
 		violations = append(violations, apierr.FieldViolation{Field: field, Description: viol.Proto.GetMessage()})
 	}
 	return apierr.InvalidFields(violations...)
+}
+
+// updateFilter makes validation of an update request follow its field
+// mask: a PATCH that names one field is checked on that field, not refused
+// for the fields it leaves alone. It returns nil for other requests, and
+// for masks naming "*", which are validated whole. Services validate the
+// merged record themselves.
+func updateFilter(msg proto.Message) protovalidate.Filter {
+	req := msg.ProtoReflect()
+	fields := req.Descriptor().Fields()
+	maskFD := fields.ByName("update_mask")
+	if maskFD == nil || maskFD.Message() == nil || maskFD.Message().FullName() != "google.protobuf.FieldMask" || !req.Has(maskFD) {
+		return nil
+	}
+	var resFD protoreflect.FieldDescriptor
+	for i := 0; i < fields.Len(); i++ {
+		fd := fields.Get(i)
+		if fd != maskFD && fd.Kind() == protoreflect.MessageKind && !fd.IsList() && !fd.IsMap() {
+			if resFD != nil {
+				return nil // more than one resource: validate whole
+			}
+			resFD = fd
+		}
+	}
+	if resFD == nil || !req.Has(resFD) {
+		return nil
+	}
+	paths := req.Get(maskFD).Message().Interface().(*fieldmaskpb.FieldMask).GetPaths()
+	if len(paths) == 0 {
+		return nil
+	}
+	// allowed maps each message on a masked path to the fields the mask
+	// names in it; full holds messages the mask names whole.
+	allowed := map[proto.Message]map[protoreflect.Name]bool{}
+	full := map[proto.Message]bool{}
+	root := req.Get(resFD).Message()
+	allowed[root.Interface()] = map[protoreflect.Name]bool{}
+	for _, p := range paths {
+		if p == "*" {
+			return nil
+		}
+		cur := root
+		segs := strings.Split(p, ".")
+		for i, seg := range segs {
+			fds := cur.Descriptor().Fields()
+			fd := fds.ByName(protoreflect.Name(seg))
+			if fd == nil {
+				fd = fds.ByJSONName(seg)
+			}
+			if fd == nil {
+				break // unknown path: the service names it
+			}
+			set := allowed[cur.Interface()]
+			if set == nil {
+				set = map[protoreflect.Name]bool{}
+				allowed[cur.Interface()] = set
+			}
+			set[fd.Name()] = true
+			if fd.Kind() != protoreflect.MessageKind || fd.IsList() || fd.IsMap() || !cur.Has(fd) {
+				break
+			}
+			next := cur.Get(fd).Message()
+			if i == len(segs)-1 {
+				full[next.Interface()] = true
+				break
+			}
+			cur = next
+		}
+	}
+	return protovalidate.FilterFunc(func(m protoreflect.Message, d protoreflect.Descriptor) bool {
+		fd, ok := d.(protoreflect.FieldDescriptor)
+		if !ok {
+			return true
+		}
+		key := m.Interface()
+		if full[key] {
+			return true
+		}
+		if set, ok := allowed[key]; ok {
+			return set[fd.Name()]
+		}
+		return true
+	})
 }

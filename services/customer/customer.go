@@ -1066,6 +1066,10 @@ func maskPaths(mask []string) ([]string, error) {
 	for _, raw := range mask {
 		path := snakeCase(strings.TrimSpace(raw))
 		switch {
+		case path == "etag":
+			// The etag is the update's precondition, not a field to change;
+			// the gateway puts it in the mask it derives from a PATCH body.
+			continue
 		case path == "*":
 			out = append(out, writableFields...)
 		case slices.Contains(writableFields, path):
@@ -1077,6 +1081,9 @@ func maskPaths(mask []string) ([]string, error) {
 		default:
 			return nil, invalid("update_mask", "unknown field %q; writable fields are %s", raw, strings.Join(writableFields, ", "))
 		}
+	}
+	if len(out) == 0 {
+		return nil, invalid("update_mask", "name at least one field to change, for example \"display_name\"")
 	}
 	slices.Sort(out)
 	return slices.Compact(out), nil

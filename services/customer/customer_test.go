@@ -256,7 +256,9 @@ func TestMaskPaths(t *testing.T) {
 		{"everything", []string{"*"}, slices.Sorted(slices.Values(writableFields)), ""},
 		{"empty", nil, nil, "at least one"},
 		{"unknown", []string{"colour"}, nil, "unknown field"},
-		{"output only", []string{"etag"}, nil, "output only"},
+		{"output only", []string{"create_time"}, nil, "output only"},
+		{"etag is the precondition, not a field", []string{"etag", "phone"}, []string{"phone"}, ""},
+		{"only the etag", []string{"etag"}, nil, "at least one"},
 		{"status", []string{"status"}, nil, "BlockCustomer"},
 	}
 	for _, tt := range tests {

@@ -109,13 +109,17 @@ func newProduct(in *productpricingv1.Product, now time.Time) *productpricingv1.P
 }
 
 // applyMask copies the fields named in paths from src to dst. "*" names
-// every field in allowed. An unknown or read-only path is an error naming
+// every field in allowed. A path may be the proto field name or its JSON
+// name ("lead_time_days" or "leadTimeDays"): the gateway passes an
+// updateMask query parameter through as written, and JSON clients write
+// lowerCamelCase. An unknown or read-only path is an error naming
 // update_mask.paths[i]; an empty mask is refused, because the contract makes
 // the mask required and an empty one would silently change nothing.
 func applyMask(dst, src proto.Message, paths []string, allowed map[string]bool) error {
 	if len(paths) == 0 {
 		return invalid("update_mask", "name at least one field to change, or \"*\" for all")
 	}
+	fields := dst.ProtoReflect().Descriptor().Fields()
 	var names []string
 	for i, p := range paths {
 		if p == "*" {
@@ -124,10 +128,22 @@ func applyMask(dst, src proto.Message, paths []string, allowed map[string]bool) 
 			}
 			continue
 		}
-		if !allowed[p] {
+		name := p
+		if fd := fields.ByJSONName(p); fd != nil {
+			name = string(fd.Name())
+		}
+		if name == "etag" {
+			// The etag is the update's precondition, not a field to change;
+			// the gateway puts it in the mask it derives from a PATCH body.
+			continue
+		}
+		if !allowed[name] {
 			return invalid(indexed("update_mask.paths", i), "%q is not a field that can be updated", p)
 		}
-		names = append(names, p)
+		names = append(names, name)
+	}
+	if len(names) == 0 {
+		return invalid("update_mask", "name at least one field to change, or \"*\" for all")
 	}
 	src = proto.Clone(src)
 	d, s := dst.ProtoReflect(), src.ProtoReflect()

@@ -68,7 +68,13 @@ func TestApplyMask(t *testing.T) {
 				t.Errorf("got %v", p)
 			}
 		}, ""},
+		{"JSON names, as REST clients write them", []string{"leadTimeDays", "name"}, func(t *testing.T, p *productpricingv1.Product) {
+			if p.GetName() != "New name" || p.GetLeadTimeDays() != 9 || p.GetDescription() != "old" {
+				t.Errorf("got %v", p)
+			}
+		}, ""},
 		{"the key is not updatable", []string{"name", "sku"}, nil, "update_mask.paths[1]"},
+		{"output-only field by its JSON name", []string{"createTime"}, nil, "update_mask.paths[0]"},
 		{"output-only field", []string{"create_time"}, nil, "update_mask.paths[0]"},
 		{"unknown field", []string{"colour"}, nil, "update_mask.paths[0]"},
 		{"empty mask", nil, nil, "update_mask"},

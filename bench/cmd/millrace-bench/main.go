@@ -1,11 +1,15 @@
 // Command millrace-bench measures the ceilings of Millrace's building blocks
 // and then every registered scenario in the same run, and prints each
-// scenario's throughput as a share of its ceiling.
+// scenario's throughput as a share of its ceiling. With -loads or -scale it
+// runs the one-shot measurements of package millrace instead: a fixed bulk
+// load, and GetCustomer on a large store against a small one.
 //
 //	go run ./bench/cmd/millrace-bench -duration 5s -json bench/results/run.json
+//	go run ./bench/cmd/millrace-bench -loads -scale
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -22,7 +26,7 @@ import (
 
 	"github.com/millrace/millrace/bench/ceilings"
 	"github.com/millrace/millrace/bench/harness"
-	_ "github.com/millrace/millrace/bench/millrace" // registers the Millrace scenarios
+	"github.com/millrace/millrace/bench/millrace" // registers the Millrace scenarios; runs the one-shots
 	"github.com/millrace/millrace/bench/scenarios"
 )
 
@@ -44,6 +48,8 @@ type config struct {
 	Only        string
 	JSON        string
 	Dir         string
+	Loads       bool
+	Scale       bool
 }
 
 func parse(args []string, stderr io.Writer) (config, error) {
@@ -56,6 +62,8 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&cfg.Only, "only", cfg.Only, "comma-separated ceilings and scenarios to run (a scenario brings its ceiling); empty runs all")
 	fs.StringVar(&cfg.JSON, "json", cfg.JSON, "also write the report as JSON to this file")
 	fs.StringVar(&cfg.Dir, "dir", cfg.Dir, "directory for the bbolt files (default the system temp dir; must be a real disk for fsync to mean anything)")
+	fs.BoolVar(&cfg.Loads, "loads", cfg.Loads, "run the one-shot bulk load (100,000 customers through REST batchUpsert) instead of the ceilings and scenarios")
+	fs.BoolVar(&cfg.Scale, "scale", cfg.Scale, "run the one-shot scale check (GetCustomer p99 with 1,000,000 customers against 10,000) instead of the ceilings and scenarios")
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
 	}
@@ -150,6 +158,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stderr, "millrace-bench: duration=%s warmup=%s concurrency=%d only=%q json=%q dir=%q GOMAXPROCS=%d %s\n",
 		cfg.Duration, cfg.Warmup, cfg.Concurrency, cfg.Only, cfg.JSON, cfg.Dir, runtime.GOMAXPROCS(0), runtime.Version())
 
+	if cfg.Loads || cfg.Scale {
+		return runOneShots(ctx, cfg, stdout, stderr)
+	}
 	cs, ss, err := plan(allCeilings(cfg), scenarios.All(), cfg.Only)
 	if err != nil {
 		return err
@@ -168,7 +179,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	for _, s := range ss {
 		fmt.Fprintf(stderr, "running scenario %s (%s)…\n", s.Name, cfg.Duration)
-		res, err := runScenario(ctx, s, harness.Config{Name: s.Name, Concurrency: cfg.Concurrency, Duration: cfg.Duration, Warmup: cfg.Warmup})
+		res, err := runScenario(ctx, s, harness.Config{Name: s.Name, Concurrency: cmp.Or(s.Concurrency, cfg.Concurrency), Duration: cfg.Duration, Warmup: cfg.Warmup})
 		if err != nil {
 			return fmt.Errorf("scenario %s: %w", s.Name, err)
 		}
@@ -183,6 +194,23 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if cfg.JSON != "" {
 		return writeJSON(cfg.JSON, &report)
+	}
+	return nil
+}
+
+// runOneShots runs the fixed-work measurements -loads and -scale ask for;
+// they print their own lines.
+func runOneShots(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
+	lc := millrace.LoadConfig{Dir: cfg.Dir, Progress: stderr}
+	if cfg.Loads {
+		if err := millrace.RunLoads(ctx, stdout, lc); err != nil {
+			return fmt.Errorf("-loads: %w", err)
+		}
+	}
+	if cfg.Scale {
+		if err := millrace.RunScale(ctx, stdout, lc); err != nil {
+			return fmt.Errorf("-scale: %w", err)
+		}
 	}
 	return nil
 }

@@ -23,11 +23,11 @@ type runner func(ctx context.Context) error
 
 func allDomains() []domain {
 	return []domain{
-		{name: "customer", schema: customer.Schema, register: func(s *grpc.Server, db *storage.DB, w *wiring) (runner, error) {
+		{name: "customer", schema: customer.Schema, register: func(s grpc.ServiceRegistrar, db *storage.DB, w *wiring) (runner, error) {
 			customerv1.RegisterCustomerServiceServer(s, customer.NewServer(db, customer.Options{Notify: w.notify}))
 			return nil, nil
 		}},
-		{name: "productpricing", schema: productpricing.Schema, register: func(s *grpc.Server, db *storage.DB, w *wiring) (runner, error) {
+		{name: "productpricing", schema: productpricing.Schema, register: func(s grpc.ServiceRegistrar, db *storage.DB, w *wiring) (runner, error) {
 			productpricingv1.RegisterProductPricingServiceServer(s, productpricing.NewServer(db, productpricing.Options{
 				Notify:    w.notify,
 				// A customer's region and tier change rarely; pricing reads
@@ -36,7 +36,7 @@ func allDomains() []domain {
 			}))
 			return nil, nil
 		}},
-		{name: "fulfillment", schema: fulfillment.Schema, register: func(s *grpc.Server, db *storage.DB, w *wiring) (runner, error) {
+		{name: "fulfillment", schema: fulfillment.Schema, register: func(s grpc.ServiceRegistrar, db *storage.DB, w *wiring) (runner, error) {
 			srv := fulfillment.NewServer(db, fulfillment.Options{
 				Notify:   w.notify,
 				Products: fulfillment.NewProductClient(w.peer("productpricing")),
@@ -45,7 +45,7 @@ func allDomains() []domain {
 			fulfillmentv1.RegisterFulfillmentServiceServer(s, srv)
 			return srv.Run, nil
 		}},
-		{name: "order", schema: order.Schema, register: func(s *grpc.Server, db *storage.DB, w *wiring) (runner, error) {
+		{name: "order", schema: order.Schema, register: func(s grpc.ServiceRegistrar, db *storage.DB, w *wiring) (runner, error) {
 			srv := order.NewServer(db, order.Options{
 				Notify:    w.notify,
 				Pricing:   order.NewPricingClient(w.peer("productpricing")),

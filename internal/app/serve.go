@@ -42,7 +42,7 @@ import (
 type domain struct {
 	name     string
 	schema   storage.Schema
-	register func(s *grpc.Server, db *storage.DB, w *wiring) (runner, error)
+	register func(s grpc.ServiceRegistrar, db *storage.DB, w *wiring) (runner, error)
 }
 
 // wiring is what a service gets from the process it runs in.
@@ -69,6 +69,7 @@ type node struct {
 	keys    *auth.KeyStore
 	mesh    string // mesh token
 	inproc  *bufconn.Listener
+	channel *platform.Channel
 	conns   []*grpc.ClientConn
 	http    *http.Server
 	idem    map[string]*idempotency.Store
@@ -157,12 +158,18 @@ func newNode(cfg *serveConfig, log *slog.Logger, stdout io.Writer) (_ *node, err
 	}
 	n.grpc, n.health = platform.NewGRPCServer(chain, n.serverTLS)
 	n.inproc = bufconn.Listen(1 << 20)
+	mem, err := n.dialMemory()
+	if err != nil {
+		return nil, err
+	}
+	n.channel = platform.NewChannel(chain.Unary()[0], mem)
+	reg := platform.Registrars{n.grpc, n.channel}
 
 	w := &wiring{log: log, peer: n.peerConn(n.clientCreds), bus: n.bus}
 	for _, d := range domains {
 		dw := *w
 		dw.notify = n.relays[d.name].Notify
-		r, err := d.register(n.grpc, n.stores[d.name], &dw)
+		r, err := d.register(reg, n.stores[d.name], &dw)
 		if err != nil {
 			return nil, fmt.Errorf("start the %s service: %w", d.name, err)
 		}
@@ -171,7 +178,7 @@ func newNode(cfg *serveConfig, log *slog.Logger, stdout io.Writer) (_ *node, err
 		}
 	}
 	if n.runsEdge {
-		integrationv1.RegisterApiKeyServiceServer(n.grpc, &edge.APIKeyServer{Keys: n.keys})
+		integrationv1.RegisterApiKeyServiceServer(reg, &edge.APIKeyServer{Keys: n.keys})
 		key, err := webhookKey(cfg)
 		if err != nil {
 			return nil, err
@@ -185,14 +192,14 @@ func newNode(cfg *serveConfig, log *slog.Logger, stdout io.Writer) (_ *node, err
 		if err != nil {
 			return nil, fmt.Errorf("start webhook delivery: %w", err)
 		}
-		integrationv1.RegisterSubscriptionServiceServer(n.grpc, webhooks.NewServer(n.webhooks))
-		integrationv1.RegisterEventServiceServer(n.grpc, integrationv1.UnimplementedEventServiceServer{})
+		integrationv1.RegisterSubscriptionServiceServer(reg, webhooks.NewServer(n.webhooks))
+		integrationv1.RegisterEventServiceServer(reg, integrationv1.UnimplementedEventServiceServer{})
 	}
 	stores := make([]*storage.DB, 0, len(n.order))
 	for _, name := range n.order {
 		stores = append(stores, n.stores[name])
 	}
-	integrationv1.RegisterOperationsServiceServer(n.grpc, &edge.OperationsServer{Stores: stores})
+	integrationv1.RegisterOperationsServiceServer(reg, &edge.OperationsServer{Stores: stores})
 	platform.MarkServing(n.grpc, n.health)
 	return n, nil
 }
@@ -351,16 +358,23 @@ func (n *node) dial(addr string, creds credentials.TransportCredentials, withMes
 	return conn, nil
 }
 
-// dialInProcess connects to this process's own gRPC server over memory.
-func (n *node) dialInProcess(withMesh bool) (*grpc.ClientConn, error) {
-	opts := []grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return n.inproc.DialContext(ctx) }),
-	}
+// dialInProcess returns a connection to this process's own services: the
+// in-process channel (the same interceptor chain as the gRPC server,
+// without HTTP/2 framing). withMesh adds the mesh credential, as services
+// calling each other present it.
+func (n *node) dialInProcess(withMesh bool) (grpc.ClientConnInterface, error) {
 	if withMesh {
-		opts = append(opts, grpc.WithPerRPCCredentials(meshCreds{token: n.mesh}))
+		return platform.WithToken(n.channel, n.mesh), nil
 	}
-	conn, err := grpc.NewClient("passthrough:///millrace-inprocess", opts...)
+	return n.channel, nil
+}
+
+// dialMemory connects to this process's gRPC server over an in-memory
+// listener; the channel sends streaming calls through it.
+func (n *node) dialMemory() (*grpc.ClientConn, error) {
+	conn, err := grpc.NewClient("passthrough:///millrace-inprocess",
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return n.inproc.DialContext(ctx) }))
 	if err != nil {
 		return nil, err
 	}
@@ -371,12 +385,12 @@ func (n *node) dialInProcess(withMesh bool) (*grpc.ClientConn, error) {
 // peerConn returns connections to other services: in process when this
 // process runs them, over the network otherwise.
 func (n *node) peerConn(creds credentials.TransportCredentials) func(string) grpc.ClientConnInterface {
-	cache := map[string]*grpc.ClientConn{}
+	cache := map[string]grpc.ClientConnInterface{}
 	return func(service string) grpc.ClientConnInterface {
 		if c := cache[service]; c != nil {
 			return c
 		}
-		var conn *grpc.ClientConn
+		var conn grpc.ClientConnInterface
 		var err error
 		if addr := n.cfg.Peers[service]; addr != "" && n.cfg.Service != "all" {
 			conn, err = n.dial(addr, creds, true)
@@ -418,7 +432,7 @@ func (n *node) httpHandler(ctx context.Context, runsEdge bool, creds credentials
 		mux.Handle("GET /metrics", platform.MetricsHandler(n.metrics))
 		return mux, nil
 	}
-	conns := map[string]*grpc.ClientConn{}
+	conns := map[string]grpc.ClientConnInterface{}
 	local, err := n.dialInProcess(false)
 	if err != nil {
 		return nil, err

@@ -36,7 +36,7 @@ type GatewayConfig struct {
 	// Conns maps a domain ("customer", "productpricing", "fulfillment",
 	// "order", "integration") to the gRPC connection serving it. In the
 	// all-in-one server every domain maps to the same local connection.
-	Conns   map[string]*grpc.ClientConn
+	Conns   map[string]grpc.ClientConnInterface
 	Metrics *Metrics
 	OpenAPI []byte
 	// Ready reports whether every store is open and every service serving.
@@ -50,6 +50,8 @@ type GatewayConfig struct {
 // mux registered over gRPC client connections (never the handlers
 // directly, so auth, validation, rate limits and idempotency apply to REST
 // exactly as to gRPC), plus /healthz, /readyz, /metrics and /openapi.json.
+// A connection is a network connection in a mesh, or the in-process
+// Channel, which runs the same interceptor chain, in the all-in-one server.
 func NewGateway(ctx context.Context, cfg GatewayConfig) (http.Handler, error) {
 	mux := runtime.NewServeMux(
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.HTTPBodyMarshaler{
@@ -66,17 +68,33 @@ func NewGateway(ctx context.Context, cfg GatewayConfig) (http.Handler, error) {
 	)
 	type reg struct {
 		domain string
-		fn     func(context.Context, *runtime.ServeMux, *grpc.ClientConn) error
+		fn     func(context.Context, *runtime.ServeMux, grpc.ClientConnInterface) error
 	}
 	for _, r := range []reg{
-		{"customer", customerv1.RegisterCustomerServiceHandler},
-		{"productpricing", productpricingv1.RegisterProductPricingServiceHandler},
-		{"fulfillment", fulfillmentv1.RegisterFulfillmentServiceHandler},
-		{"order", orderv1.RegisterOrderServiceHandler},
-		{"integration", integrationv1.RegisterApiKeyServiceHandler},
-		{"integration", integrationv1.RegisterSubscriptionServiceHandler},
-		{"integration", integrationv1.RegisterEventServiceHandler},
-		{"integration", integrationv1.RegisterOperationsServiceHandler},
+		{"customer", func(ctx context.Context, m *runtime.ServeMux, c grpc.ClientConnInterface) error {
+			return customerv1.RegisterCustomerServiceHandlerClient(ctx, m, customerv1.NewCustomerServiceClient(c))
+		}},
+		{"productpricing", func(ctx context.Context, m *runtime.ServeMux, c grpc.ClientConnInterface) error {
+			return productpricingv1.RegisterProductPricingServiceHandlerClient(ctx, m, productpricingv1.NewProductPricingServiceClient(c))
+		}},
+		{"fulfillment", func(ctx context.Context, m *runtime.ServeMux, c grpc.ClientConnInterface) error {
+			return fulfillmentv1.RegisterFulfillmentServiceHandlerClient(ctx, m, fulfillmentv1.NewFulfillmentServiceClient(c))
+		}},
+		{"order", func(ctx context.Context, m *runtime.ServeMux, c grpc.ClientConnInterface) error {
+			return orderv1.RegisterOrderServiceHandlerClient(ctx, m, orderv1.NewOrderServiceClient(c))
+		}},
+		{"integration", func(ctx context.Context, m *runtime.ServeMux, c grpc.ClientConnInterface) error {
+			return integrationv1.RegisterApiKeyServiceHandlerClient(ctx, m, integrationv1.NewApiKeyServiceClient(c))
+		}},
+		{"integration", func(ctx context.Context, m *runtime.ServeMux, c grpc.ClientConnInterface) error {
+			return integrationv1.RegisterSubscriptionServiceHandlerClient(ctx, m, integrationv1.NewSubscriptionServiceClient(c))
+		}},
+		{"integration", func(ctx context.Context, m *runtime.ServeMux, c grpc.ClientConnInterface) error {
+			return integrationv1.RegisterEventServiceHandlerClient(ctx, m, integrationv1.NewEventServiceClient(c))
+		}},
+		{"integration", func(ctx context.Context, m *runtime.ServeMux, c grpc.ClientConnInterface) error {
+			return integrationv1.RegisterOperationsServiceHandlerClient(ctx, m, integrationv1.NewOperationsServiceClient(c))
+		}},
 	} {
 		conn := cfg.Conns[r.domain]
 		if conn == nil {

@@ -73,7 +73,11 @@ func newFixture(t *testing.T, ratePerSecond float64, burst int) *fixture {
 		Idempotency: &platform.Idempotency{Log: log, StoreFor: func(string) *idempotency.Store { return f.idem }},
 	}
 	srv, hs := platform.NewGRPCServer(f.chain, nil)
-	integrationv1.RegisterApiKeyServiceServer(srv, &edge.APIKeyServer{Keys: f.keys})
+	// REST goes through the in-process channel (as in the all-in-one
+	// server), gRPC clients through a network connection: the tests compare
+	// the two.
+	ch := platform.NewChannel(f.chain.Unary()[0], nil)
+	integrationv1.RegisterApiKeyServiceServer(platform.Registrars{srv, ch}, &edge.APIKeyServer{Keys: f.keys})
 	platform.MarkServing(srv, hs)
 	lis := bufconn.Listen(1 << 20)
 	go func() { _ = srv.Serve(lis) }()
@@ -84,9 +88,9 @@ func newFixture(t *testing.T, ratePerSecond float64, burst int) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.conn.Close() })
-	conns := map[string]*grpc.ClientConn{}
+	conns := map[string]grpc.ClientConnInterface{}
 	for _, d := range []string{"customer", "productpricing", "fulfillment", "order", "integration"} {
-		conns[d] = f.conn
+		conns[d] = ch
 	}
 	h, err := platform.NewGateway(context.Background(), platform.GatewayConfig{Conns: conns, Metrics: f.metrics, OpenAPI: []byte(`{"swagger":"2.0"}`), Log: log,
 		Ready: func(context.Context) error { return nil }})
@@ -447,4 +451,36 @@ func TestMeshTokenAuthenticatesAsService(t *testing.T) {
 		t.Fatalf("mesh list keys: %v", err)
 	}
 	_ = time.Second
+}
+
+// TestChannelDoesNotForwardCallerCredentials: a handler that calls another
+// service through the in-process channel must not pass on its caller's
+// metadata, exactly as across a network.
+func TestChannelDoesNotForwardCallerCredentials(t *testing.T) {
+	f := newFixture(t, 0, 1)
+	ch := platform.NewChannel(f.chain.Unary()[0], nil)
+	var seen metadata.MD
+	inner := &edge.APIKeyServer{Keys: f.keys}
+	integrationv1.RegisterApiKeyServiceServer(ch, inner)
+	ctx := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+f.crm, "x-correlation-id", "outer")
+	client := integrationv1.NewApiKeyServiceClient(ch)
+	var hdr metadata.MD
+	resp, err := client.GetCallerIdentity(ctx, &integrationv1.GetCallerIdentityRequest{}, grpc.Header(&hdr))
+	if err != nil || resp.GetRole() != auth.RoleCRM || resp.GetCorrelationId() != "outer" {
+		t.Fatalf("identity %v %v", resp, err)
+	}
+	if hdr.Get("x-correlation-id")[0] != "outer" {
+		t.Fatalf("response header %v", hdr)
+	}
+	// Inside a handler: outgoing metadata starts empty.
+	unary := func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		seen, _ = metadata.FromOutgoingContext(ctx)
+		return h(ctx, req)
+	}
+	probe := platform.NewChannel(unary, nil)
+	integrationv1.RegisterApiKeyServiceServer(probe, inner)
+	_, _ = integrationv1.NewApiKeyServiceClient(probe).GetCallerIdentity(ctx, &integrationv1.GetCallerIdentityRequest{})
+	if len(seen) != 0 {
+		t.Fatalf("handler context carries the caller's outgoing metadata: %v", seen)
+	}
 }

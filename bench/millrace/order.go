@@ -567,7 +567,7 @@ func loaderAvailability(region string, lines []*orderv1.OrderLine) []*fulfillmen
 	out := make([]*fulfillmentv1.LineAvailability, len(lines))
 	for i, l := range lines {
 		out[i] = &fulfillmentv1.LineAvailability{Index: int32(i), Sku: l.GetSku(), BaseQuantity: l.GetQuantity(), Covered: true,
-			Sources: []*fulfillmentv1.SupplySource{{SiteId: site, Quantity: l.GetQuantity(), AvailableTime: timestamppb.New(now), TransitDays: 1, Kind: "ON_HAND"}},
+			Sources:      []*fulfillmentv1.SupplySource{{SiteId: site, Quantity: l.GetQuantity(), AvailableTime: timestamppb.New(now), TransitDays: 1, Kind: "ON_HAND"}},
 			PromisedTime: timestamppb.New(now.Add(24 * time.Hour))}
 	}
 	return out

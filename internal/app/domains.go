@@ -29,7 +29,7 @@ func allDomains() []domain {
 		}},
 		{name: "productpricing", schema: productpricing.Schema, register: func(s grpc.ServiceRegistrar, db *storage.DB, w *wiring) (runner, error) {
 			productpricingv1.RegisterProductPricingServiceServer(s, productpricing.NewServer(db, productpricing.Options{
-				Notify:    w.notify,
+				Notify: w.notify,
 				// A customer's region and tier change rarely; pricing reads
 				// them for every basket, so they are cached for 30 s.
 				Customers: productpricing.NewCachedDirectory(productpricing.NewCustomerClient(w.peer("customer")), 30*time.Second, 0, nil),

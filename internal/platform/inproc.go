@@ -186,4 +186,3 @@ func (r Registrars) RegisterService(sd *grpc.ServiceDesc, impl any) {
 		reg.RegisterService(sd, impl)
 	}
 }
-

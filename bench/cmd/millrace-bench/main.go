@@ -1,8 +1,9 @@
 // Command millrace-bench measures the ceilings of Millrace's building blocks
 // and then every registered scenario in the same run, and prints each
-// scenario's throughput as a share of its ceiling. With -loads or -scale it
-// runs the one-shot measurements of package millrace instead: a fixed bulk
-// load, and GetCustomer on a large store against a small one.
+// scenario's throughput as a share of its ceiling. With -loads, -scale or
+// -order-scale it runs the one-shot measurements of package millrace
+// instead: a fixed bulk load, and GetCustomer or GetOrder on a large store
+// against a small one.
 //
 //	go run ./bench/cmd/millrace-bench -duration 5s -json bench/results/run.json
 //	go run ./bench/cmd/millrace-bench -loads -scale
@@ -50,6 +51,7 @@ type config struct {
 	Dir         string
 	Loads       bool
 	Scale       bool
+	OrderScale  bool
 }
 
 func parse(args []string, stderr io.Writer) (config, error) {
@@ -64,6 +66,7 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&cfg.Dir, "dir", cfg.Dir, "directory for the bbolt files (default the system temp dir; must be a real disk for fsync to mean anything)")
 	fs.BoolVar(&cfg.Loads, "loads", cfg.Loads, "run the one-shot bulk load (100,000 customers through REST batchUpsert) instead of the ceilings and scenarios")
 	fs.BoolVar(&cfg.Scale, "scale", cfg.Scale, "run the one-shot scale check (GetCustomer p99 with 1,000,000 customers against 10,000) instead of the ceilings and scenarios")
+	fs.BoolVar(&cfg.OrderScale, "order-scale", cfg.OrderScale, "run the one-shot order scale check (GetOrder p99 with 1,000,000 orders against 10,000) instead of the ceilings and scenarios")
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
 	}
@@ -158,7 +161,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stderr, "millrace-bench: duration=%s warmup=%s concurrency=%d only=%q json=%q dir=%q GOMAXPROCS=%d %s\n",
 		cfg.Duration, cfg.Warmup, cfg.Concurrency, cfg.Only, cfg.JSON, cfg.Dir, runtime.GOMAXPROCS(0), runtime.Version())
 
-	if cfg.Loads || cfg.Scale {
+	if cfg.Loads || cfg.Scale || cfg.OrderScale {
 		return runOneShots(ctx, cfg, stdout, stderr)
 	}
 	cs, ss, err := plan(allCeilings(cfg), scenarios.All(), cfg.Only)
@@ -198,8 +201,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// runOneShots runs the fixed-work measurements -loads and -scale ask for;
-// they print their own lines.
+// runOneShots runs the fixed-work measurements -loads, -scale and
+// -order-scale ask for; they print their own lines.
 func runOneShots(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	lc := millrace.LoadConfig{Dir: cfg.Dir, Progress: stderr}
 	if cfg.Loads {
@@ -210,6 +213,11 @@ func runOneShots(ctx context.Context, cfg config, stdout, stderr io.Writer) erro
 	if cfg.Scale {
 		if err := millrace.RunScale(ctx, stdout, lc); err != nil {
 			return fmt.Errorf("-scale: %w", err)
+		}
+	}
+	if cfg.OrderScale {
+		if err := millrace.RunOrderScale(ctx, stdout, lc); err != nil {
+			return fmt.Errorf("-order-scale: %w", err)
 		}
 	}
 	return nil

@@ -27,24 +27,25 @@ var serviceNames = []string{"all", "customer", "productpricing", "fulfillment", 
 // serveConfig is the configuration of `millrace serve`, from flags and
 // MILLRACE_* environment variables (flags win).
 type serveConfig struct {
-	Service      string
-	DataDir      string
-	HTTPAddr     string
-	GRPCAddr     string
-	Demo         bool
-	LogLevel     string
-	RateLimit    float64
-	RateBurst    int
-	IdemTTL      time.Duration
-	AdminKey     string // secret
-	MeshToken    string // secret
-	WebhookKey   string // secret
-	NATSURL      string
-	AllowPrivate bool
-	TLSCert      string
-	TLSKey       string
-	TLSCA        string
-	Peers        map[string]string // service → gRPC address, in mesh mode
+	Service       string
+	DataDir       string
+	HTTPAddr      string
+	GRPCAddr      string
+	Demo          bool
+	LogLevel      string
+	RateLimit     float64
+	RateBurst     int
+	IdemTTL       time.Duration
+	FeedRetention time.Duration
+	AdminKey      string // secret
+	MeshToken     string // secret
+	WebhookKey    string // secret
+	NATSURL       string
+	AllowPrivate  bool
+	TLSCert       string
+	TLSKey        string
+	TLSCA         string
+	Peers         map[string]string // service → gRPC address, in mesh mode
 }
 
 type flagSpec struct {
@@ -126,7 +127,16 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (*s
 				return nil
 			}, get: func() string { return c.IdemTTL.String() }},
 	)
-	c.RateLimit, c.RateBurst, c.IdemTTL = 200, 400, 7*24*time.Hour
+	specs = append(specs, flagSpec{name: "feed-retention", env: envName("feed-retention"), help: "how long the event feed (GET /v1/events) keeps events",
+		set: func(v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil || d < time.Hour {
+				return fmt.Errorf("want a duration of at least 1h, like 720h")
+			}
+			c.FeedRetention = d
+			return nil
+		}, get: func() string { return c.FeedRetention.String() }})
+	c.RateLimit, c.RateBurst, c.IdemTTL, c.FeedRetention = 200, 400, 7*24*time.Hour, 30*24*time.Hour
 
 	// Environment first, flags override.
 	for _, s := range specs {

@@ -54,6 +54,7 @@ func allDomains() []domain {
 				Bus:       w.bus,
 			})
 			orderv1.RegisterOrderServiceServer(s, srv)
+			w.subscribe(srv.Subscribe)
 			return srv.Run, nil
 		}},
 	}

@@ -31,7 +31,9 @@ import (
 	"github.com/millrace/millrace/internal/auth"
 	"github.com/millrace/millrace/internal/edge"
 	"github.com/millrace/millrace/internal/events"
+	"github.com/millrace/millrace/internal/feed"
 	"github.com/millrace/millrace/internal/idempotency"
+	"github.com/millrace/millrace/internal/natsbus"
 	"github.com/millrace/millrace/internal/platform"
 	"github.com/millrace/millrace/internal/storage"
 	"github.com/millrace/millrace/internal/webhooks"
@@ -51,6 +53,9 @@ type wiring struct {
 	peer   func(string) grpc.ClientConnInterface // connection to another service, with the mesh credential
 	bus    events.Bus                            // the event bus services consume from
 	log    *slog.Logger
+	// subscribe registers a service's consumer registration, run before
+	// the outbox relays start so that no event passes a consumer by.
+	subscribe func(func() error)
 }
 
 // node is one running Millrace process: its stores, servers and background
@@ -75,8 +80,10 @@ type node struct {
 	idem    map[string]*idempotency.Store
 	runners []runner
 
-	webhooks *webhooks.Dispatcher
-	subs     []events.Subscription
+	webhooks    *webhooks.Dispatcher
+	feed        *feed.Log
+	subs        []events.Subscription
+	subscribers []func() error
 
 	runsEdge    bool
 	adminKey    string
@@ -124,9 +131,22 @@ func newNode(cfg *serveConfig, log *slog.Logger, stdout io.Writer) (_ *node, err
 		n.keys = auth.NewKeyStore(n.stores["integration"])
 	}
 
-	n.bus = events.NewLocalBus()
+	if cfg.NATSURL != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		bus, err := natsbus.Connect(ctx, cfg.NATSURL, natsbus.Options{Log: log.With("component", "natsbus")})
+		cancel()
+		if err != nil {
+			return nil, usagef("cannot use NATS at --nats-url %s: %v", cfg.NATSURL, err)
+		}
+		n.bus = bus
+	} else {
+		if cfg.Service != "all" {
+			log.Warn("running one service without --nats-url: its events stay in this process and other services never see them")
+		}
+		n.bus = events.NewLocalBus()
+	}
 	for name, db := range n.stores {
-		n.relays[name] = events.NewRelay(db, n.bus, log.With("store", name))
+		n.relays[name] = events.NewRelay(db, n.bus, log.With("store", name), events.WithStats(n.metrics.ObserveOutbox))
 	}
 
 	n.serverTLS, n.clientCreds, err = tlsSetup(cfg)
@@ -165,7 +185,7 @@ func newNode(cfg *serveConfig, log *slog.Logger, stdout io.Writer) (_ *node, err
 	n.channel = platform.NewChannel(chain.Unary()[0], mem)
 	reg := platform.Registrars{n.grpc, n.channel}
 
-	w := &wiring{log: log, peer: n.peerConn(n.clientCreds), bus: n.bus}
+	w := &wiring{log: log, peer: n.peerConn(n.clientCreds), bus: n.bus, subscribe: func(f func() error) { n.subscribers = append(n.subscribers, f) }}
 	for _, d := range domains {
 		dw := *w
 		dw.notify = n.relays[d.name].Notify
@@ -183,17 +203,22 @@ func newNode(cfg *serveConfig, log *slog.Logger, stdout io.Writer) (_ *node, err
 		if err != nil {
 			return nil, err
 		}
+		n.feed, err = feed.NewLog(n.stores["integration"], feed.Options{Retention: cfg.FeedRetention, Log: log.With("component", "feed")})
+		if err != nil {
+			return nil, fmt.Errorf("open the event feed: %w", err)
+		}
 		n.webhooks, err = webhooks.New(n.stores["integration"], webhooks.Options{
 			SecretKey:    key,
 			AllowPrivate: cfg.AllowPrivate || cfg.Demo,
 			Registerer:   n.metrics.Registry,
 			Log:          log.With("component", "webhooks"),
+			Events:       n.feed,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("start webhook delivery: %w", err)
 		}
 		integrationv1.RegisterSubscriptionServiceServer(reg, webhooks.NewServer(n.webhooks))
-		integrationv1.RegisterEventServiceServer(reg, integrationv1.UnimplementedEventServiceServer{})
+		integrationv1.RegisterEventServiceServer(reg, feed.NewServer(n.feed))
 	}
 	stores := make([]*storage.DB, 0, len(n.order))
 	for _, name := range n.order {
@@ -251,6 +276,9 @@ func (n *node) run(ctx context.Context) error {
 	}
 	if n.webhooks != nil {
 		bg.Go(func() error { return n.webhooks.Run(bgCtx) })
+	}
+	if n.feed != nil {
+		bg.Go(func() error { _ = n.feed.RunSweeper(bgCtx, time.Hour); return nil })
 	}
 	for _, r := range n.runners {
 		bg.Go(func() error {
@@ -594,8 +622,22 @@ func webhookKey(cfg *serveConfig) ([]byte, error) {
 	return key, nil
 }
 
-// subscribe registers the process's event consumers on the bus.
+// subscribe registers the process's event consumers on the bus. It runs
+// before the outbox relays start: the in-process bus is not durable, so a
+// consumer that subscribed later would miss what the relays publish first.
 func (n *node) subscribe() error {
+	if n.feed != nil {
+		sub, err := n.bus.Subscribe("feed", nil, n.feed.Consume)
+		if err != nil {
+			return fmt.Errorf("subscribe the event feed: %w", err)
+		}
+		n.subs = append(n.subs, sub)
+	}
+	for _, f := range n.subscribers {
+		if err := f(); err != nil {
+			return err
+		}
+	}
 	if n.webhooks != nil {
 		sub, err := n.bus.Subscribe(webhooks.ConsumerName, nil, n.webhooks.Consume)
 		if err != nil {

@@ -6,6 +6,7 @@ package edge
 
 import (
 	"github.com/millrace/millrace/internal/auth"
+	"github.com/millrace/millrace/internal/feed"
 	"github.com/millrace/millrace/internal/storage"
 	"github.com/millrace/millrace/internal/webhooks"
 )
@@ -17,6 +18,7 @@ var Schema = storage.Schema{
 	Buckets: concat(
 		[][]byte{auth.BucketAPIKeys},
 		webhooks.Buckets,
+		feed.Buckets,
 	),
 }
 

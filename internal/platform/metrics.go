@@ -9,14 +9,19 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc/codes"
+
+	"github.com/millrace/millrace/internal/events"
 )
 
 // Metrics holds the RED metrics of every RPC and the registry everything
 // else in the process registers on.
 type Metrics struct {
-	Registry *prometheus.Registry
-	requests *prometheus.CounterVec
-	duration *prometheus.HistogramVec
+	Registry      *prometheus.Registry
+	requests      *prometheus.CounterVec
+	duration      *prometheus.HistogramVec
+	outboxLag     *prometheus.GaugeVec
+	outboxPending *prometheus.GaugeVec
+	published     *prometheus.CounterVec
 }
 
 // NewMetrics returns metrics on a fresh registry, with the Go runtime and
@@ -36,8 +41,31 @@ func NewMetrics() *Metrics {
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 		}, []string{"service", "method"}),
 	}
-	reg.MustRegister(m.requests, m.duration)
+	m.outboxLag = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "millrace_outbox_lag_seconds",
+		Help: "Age of the oldest event waiting in a service's outbox; grows while the bus is down.",
+	}, []string{"store"})
+	m.outboxPending = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "millrace_outbox_pending_events",
+		Help: "Events committed but not yet published, per service store.",
+	}, []string{"store"})
+	m.published = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "millrace_outbox_published_events_total",
+		Help: "Events the outbox relay published to the bus, per service store.",
+	}, []string{"store"})
+	reg.MustRegister(m.requests, m.duration, m.outboxLag, m.outboxPending, m.published)
 	return m
+}
+
+// ObserveOutbox records one outbox relay round.
+func (m *Metrics) ObserveOutbox(s events.RelayStats) {
+	m.outboxLag.WithLabelValues(s.Store).Set(s.Lag.Seconds())
+	if s.Pending >= 0 {
+		m.outboxPending.WithLabelValues(s.Store).Set(float64(s.Pending))
+	}
+	if s.Published > 0 {
+		m.published.WithLabelValues(s.Store).Add(float64(s.Published))
+	}
 }
 
 // ObserveRPC records one finished call.

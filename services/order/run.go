@@ -21,13 +21,10 @@ import (
 //   - with Options.Bus set, it consumes ShipmentConfirmed, InvoicePosted and
 //     InvoicePaid and moves orders on (see lifecycle.go).
 func (s *Server) Run(ctx context.Context) error {
-	if s.opts.Bus != nil {
-		sub, err := s.opts.Bus.Subscribe(consumerName, consumedTypes, s.core.consume)
-		if err != nil {
-			return fmt.Errorf("order service: subscribe to fulfillment events: %w", err)
-		}
-		defer sub.Stop()
+	if err := s.Subscribe(); err != nil {
+		return err
 	}
+	defer s.unsubscribe()
 	t := time.NewTicker(s.every)
 	defer t.Stop()
 	for {
@@ -141,4 +138,31 @@ func (k *core) payOwed(ctx context.Context) {
 		return
 	}
 	k.settleNow(ctx, owed)
+}
+
+// Subscribe registers the service's event consumer on Options.Bus, once.
+// The process calls it before the outbox relays start, so that on an
+// in-process bus no event published at start-up passes the consumer by;
+// Run calls it too when nobody did.
+func (s *Server) Subscribe() error {
+	s.subMu.Lock()
+	defer s.subMu.Unlock()
+	if s.opts.Bus == nil || s.sub != nil {
+		return nil
+	}
+	sub, err := s.opts.Bus.Subscribe(consumerName, consumedTypes, s.core.consume)
+	if err != nil {
+		return fmt.Errorf("order service: subscribe to fulfillment events: %w", err)
+	}
+	s.sub = sub
+	return nil
+}
+
+func (s *Server) unsubscribe() {
+	s.subMu.Lock()
+	defer s.subMu.Unlock()
+	if s.sub != nil {
+		s.sub.Stop()
+		s.sub = nil
+	}
 }

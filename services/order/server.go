@@ -3,7 +3,9 @@ package order
 import (
 	"context"
 	"errors"
+	"github.com/millrace/millrace/internal/events"
 	"log/slog"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -29,6 +31,9 @@ type Server struct {
 	core  *core
 	opts  Options
 	every time.Duration
+
+	subMu sync.Mutex
+	sub   events.Subscription
 }
 
 // NewServer returns the order service on db. Run does its background work.

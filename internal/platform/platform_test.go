@@ -484,3 +484,42 @@ func TestChannelDoesNotForwardCallerCredentials(t *testing.T) {
 		t.Fatalf("handler context carries the caller's outgoing metadata: %v", seen)
 	}
 }
+
+// TestUnavailablePeerIs503: a REST call whose service cannot be reached is
+// answered 503 with a reason, never a bare 500.
+func TestUnavailablePeerIs503(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // nothing listens there any more
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conns := map[string]grpc.ClientConnInterface{}
+	for _, d := range []string{"customer", "productpricing", "fulfillment", "order", "integration"} {
+		conns[d] = conn
+	}
+	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
+	h, err := platform.NewGateway(context.Background(), platform.GatewayConfig{Conns: conns, Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	req, _ := http.NewRequest("GET", srv.URL+"/v1/customers/cus_1", nil)
+	req.Header.Set("Authorization", "Bearer whatever")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&body)
+	if resp.StatusCode != 503 || reasonOf(body) != "PEER_UNAVAILABLE" {
+		t.Fatalf("status %d body %v", resp.StatusCode, body)
+	}
+}

@@ -67,6 +67,10 @@ test: lint contracts ## Every check and every test (what CI runs)
 bench: ## Run the benchmark harness (ceilings, then scenarios)
 	go run ./bench/cmd/millrace-bench -duration 5s
 
+.PHONY: crash
+crash: ## Crash test: SIGKILL the server 25 times under REST load, then check nothing was lost or duplicated
+	MILLRACE_CRASH_ROUNDS=25 go test -run TestCrashRecovery -count=1 -timeout 20m -v ./cmd/millrace
+
 .PHONY: build
 build: ## Build bin/millrace
 	go build -o bin/millrace ./cmd/millrace

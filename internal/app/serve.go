@@ -143,7 +143,9 @@ func newNode(cfg *serveConfig, log *slog.Logger, stdout io.Writer) (_ *node, err
 		if cfg.Service != "all" {
 			log.Warn("running one service without --nats-url: its events stay in this process and other services never see them")
 		}
-		n.bus = events.NewLocalBus()
+		// The relays delete an event from the outbox once Publish returns:
+		// on the in-process bus that must wait until the consumers have it.
+		n.bus = newHandledBus(events.NewLocalBus(), slowConsumer)
 	}
 	for name, db := range n.stores {
 		n.relays[name] = events.NewRelay(db, n.bus, log.With("store", name), events.WithStats(n.metrics.ObserveOutbox))
@@ -164,7 +166,15 @@ func newNode(cfg *serveConfig, log *slog.Logger, stdout io.Writer) (_ *node, err
 		verifier = edge.NewRemoteVerifier(conn, n.mesh)
 	}
 	for name, db := range n.stores {
-		n.idem[name] = idempotency.NewStore(db, idempotency.Options{TTL: cfg.IdemTTL})
+		st := idempotency.NewStore(db, idempotency.Options{TTL: cfg.IdemTTL})
+		released, err := st.ReleaseAbandoned()
+		if err != nil {
+			return nil, err
+		}
+		if released > 0 {
+			log.Warn("released idempotency keys left in flight by a previous run; their clients' retries run again", "store", name, "keys", released)
+		}
+		n.idem[name] = st
 	}
 	chain := &platform.Chain{
 		Log:      log,
@@ -319,10 +329,12 @@ func (n *node) run(ctx context.Context) error {
 	<-srvCtx.Done()
 	log.Info("shutting down: refusing new calls, finishing those in flight")
 	n.shutdown()
+	// The relays stop before the consumers: on the in-process bus a relay
+	// waits for the consumers to handle what it publishes.
+	stopBG()
 	for _, sub := range n.subs {
 		sub.Stop()
 	}
-	stopBG()
 	_ = bg.Wait()
 	if err := srv.Wait(); err != nil && !errors.Is(err, grpc.ErrServerStopped) && ctx.Err() == nil {
 		return err

@@ -425,3 +425,46 @@ func nanos(t time.Time) uint64 {
 	}
 	return uint64(t.UnixNano())
 }
+
+// ReleaseAbandoned deletes every in-flight claim in the store and reports
+// how many there were. Call it once, right after the process opened the
+// store: bbolt's file lock proves no other process holds it, so a claim
+// still in flight belongs to a process that died mid-request, and its
+// client's retry should run now rather than wait out the lease.
+func (s *Store) ReleaseAbandoned() (int, error) {
+	n := 0
+	err := s.db.Update(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(storage.BucketIdempotency)
+		if b == nil {
+			return errMissingBuckets
+		}
+		type claim struct {
+			rk []byte
+			e  entry
+		}
+		var stale []claim
+		if err := b.ForEach(func(k, v []byte) error {
+			e, err := decodeEntry(v)
+			if err != nil {
+				return nil // an undecodable record is left for Sweep to expire
+			}
+			if e.state == stateInFlight {
+				stale = append(stale, claim{rk: append([]byte(nil), k...), e: e})
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		for _, c := range stale {
+			if err := remove(tx, c.rk, c.e); err != nil {
+				return err
+			}
+		}
+		n = len(stale)
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("idempotency: release abandoned claims: %w", err)
+	}
+	return n, nil
+}

@@ -507,3 +507,42 @@ func TestRunSweeperLogsFailures(t *testing.T) {
 	cancel()
 	<-done
 }
+
+// TestReleaseAbandonedAfterRestart: a claim left in flight by a process
+// that died is released when the next process opens the store, so the
+// client's retry runs at once instead of waiting out the lease; completed
+// answers are kept.
+func TestReleaseAbandonedAfterRestart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "svc.db")
+	db, err := storage.Open(path, storage.Schema{Name: "order", Version: 1}, storage.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewStore(db, Options{})
+	if out, _ := s.Begin("k1|m", "dead", []byte("h")); out != (Started{}) {
+		t.Fatalf("begin: %v", out)
+	}
+	if out, _ := s.Begin("k1|m", "done", []byte("h")); out != (Started{}) {
+		t.Fatalf("begin: %v", out)
+	}
+	if err := s.Complete("k1|m", "done", Record{Code: 0, Response: []byte("r")}); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	db, err = storage.Open(path, storage.Schema{Name: "order", Version: 1}, storage.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	s = NewStore(db, Options{})
+	if n, err := s.ReleaseAbandoned(); err != nil || n != 1 {
+		t.Fatalf("released %d, %v; want 1", n, err)
+	}
+	if out, _ := s.Begin("k1|m", "dead", []byte("h")); out != (Started{}) {
+		t.Fatalf("retry after restart: %#v, want Started", out)
+	}
+	if out, _ := s.Begin("k1|m", "done", []byte("h")); out == (Started{}) {
+		t.Fatal("a completed answer was dropped")
+	}
+}

@@ -66,8 +66,11 @@ var ErrConsumerExists = errors.New("events: consumer already subscribed")
 // LocalBus is the in-process bus of the embedded default: every subscriber
 // has its own unbounded queue and goroutine, so a slow consumer never blocks
 // the publisher or the other consumers. It is not durable: a consumer sees
-// only events published while it is subscribed, and the relay's outbox is
-// what makes a process restart lose nothing.
+// only events published while it is subscribed, and an event queued in
+// memory is gone if the process dies. Publish returns once the event is
+// queued, so on its own it does not keep an event in the relay's outbox
+// until consumers have it; the all-in-one server wraps it so that Publish
+// waits for the consumers' handlers (internal/app, handledBus).
 type LocalBus struct {
 	mu     sync.Mutex
 	subs   map[string]*localSub

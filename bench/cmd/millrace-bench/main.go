@@ -52,6 +52,7 @@ type config struct {
 	Loads       bool
 	Scale       bool
 	OrderScale  bool
+	Events      bool
 }
 
 func parse(args []string, stderr io.Writer) (config, error) {
@@ -67,6 +68,7 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	fs.BoolVar(&cfg.Loads, "loads", cfg.Loads, "run the one-shot bulk load (100,000 customers through REST batchUpsert) instead of the ceilings and scenarios")
 	fs.BoolVar(&cfg.Scale, "scale", cfg.Scale, "run the one-shot scale check (GetCustomer p99 with 1,000,000 customers against 10,000) instead of the ceilings and scenarios")
 	fs.BoolVar(&cfg.OrderScale, "order-scale", cfg.OrderScale, "run the one-shot order scale check (GetOrder p99 with 1,000,000 orders against 10,000) instead of the ceilings and scenarios")
+	fs.BoolVar(&cfg.Events, "events", cfg.Events, "run the event one-shots (webhook latency at 200/s, webhook fan-out with a hanging endpoint, CreateOrder on NATS against the in-process bus) instead of the ceilings and scenarios; -only picks among them, -concurrency sets the CreateOrder clients")
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
 	}
@@ -161,7 +163,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stderr, "millrace-bench: duration=%s warmup=%s concurrency=%d only=%q json=%q dir=%q GOMAXPROCS=%d %s\n",
 		cfg.Duration, cfg.Warmup, cfg.Concurrency, cfg.Only, cfg.JSON, cfg.Dir, runtime.GOMAXPROCS(0), runtime.Version())
 
-	if cfg.Loads || cfg.Scale || cfg.OrderScale {
+	if cfg.Loads || cfg.Scale || cfg.OrderScale || cfg.Events {
 		return runOneShots(ctx, cfg, stdout, stderr)
 	}
 	cs, ss, err := plan(allCeilings(cfg), scenarios.All(), cfg.Only)
@@ -218,6 +220,12 @@ func runOneShots(ctx context.Context, cfg config, stdout, stderr io.Writer) erro
 	if cfg.OrderScale {
 		if err := millrace.RunOrderScale(ctx, stdout, lc); err != nil {
 			return fmt.Errorf("-order-scale: %w", err)
+		}
+	}
+	if cfg.Events {
+		ec := millrace.EventsConfig{Dir: cfg.Dir, Progress: stderr, Only: cfg.Only, BusConcurrency: cfg.Concurrency}
+		if err := millrace.RunEvents(ctx, stdout, ec); err != nil {
+			return fmt.Errorf("-events: %w", err)
 		}
 	}
 	return nil

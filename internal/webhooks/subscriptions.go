@@ -426,6 +426,27 @@ func (d *Dispatcher) Consume(_ context.Context, env *eventsv1.Envelope) error {
 		d.log.Error("webhooks dropped an event without an id or type", "type", env.GetType(), "id", env.GetId())
 		return nil
 	}
+	// Most events match no subscription; finding that out needs no write
+	// transaction, and so no disk sync.
+	matched := false
+	if err := d.db.View(func(tx *bbolt.Tx) error {
+		subs, err := allSubs(tx)
+		if err != nil {
+			return err
+		}
+		for _, s := range subs {
+			if events.Matches(s.pb.GetEventTypes(), env.GetType()) {
+				matched = true
+				return nil
+			}
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("webhooks: read subscriptions: %w", err)
+	}
+	if !matched {
+		return nil
+	}
 	var touched []laneKey
 	err := d.db.Update(func(tx *bbolt.Tx) error {
 		touched = touched[:0]

@@ -409,10 +409,10 @@ func RunOrderScale(ctx context.Context, w io.Writer, cfg LoadConfig) error {
 }
 
 // readThrough reads a file once from start to end, so that its pages are
-// in the page cache when a node maps it. Freshly written, a 2.5 GB store
-// was not all cached on this machine: GetOrder then took major page faults
-// (reads from disk) for its first tens of seconds, and the comparison
-// measured the disk, not the store's size.
+// in the page cache when a node maps it. On a freshly written 2.5 GB store
+// the node otherwise took thousands of major page faults in its first tens
+// of seconds, and the comparison measured a cold mapping, not the store's
+// size (bench/README.md has the numbers).
 func readThrough(path string) error {
 	f, err := os.Open(path)
 	if err != nil {

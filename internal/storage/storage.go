@@ -28,6 +28,10 @@ import (
 // waiting longer would only hide the misconfiguration.
 const DefaultLockTimeout = time.Second
 
+// DefaultBatchDelay is how long Batch collects concurrent writers into one
+// transaction before committing.
+const DefaultBatchDelay = 2 * time.Millisecond
+
 // fileMode keeps store files private to the service account: they hold
 // customer master data and credit information.
 const fileMode os.FileMode = 0o600
@@ -72,6 +76,9 @@ type Options struct {
 	// NoSync skips fsync on commit. Only tests and benchmarks may set it: a
 	// crash can lose or corrupt committed data.
 	NoSync bool
+	// BatchDelay is Batch's collection window; zero means
+	// DefaultBatchDelay.
+	BatchDelay time.Duration
 }
 
 // DB is one open Millrace store.
@@ -107,6 +114,14 @@ func Open(path string, s Schema, opts Options) (*DB, error) {
 			return nil, fmt.Errorf("store %s is %w", path, ErrLocked)
 		}
 		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	// Group commit: concurrent Batch calls share one fsync. bbolt's default
+	// 10 ms collection window suits bulk loads; Millrace requests commit
+	// several times in a row (a saga step each), so a short window keeps
+	// each step's wait near one fsync while still grouping.
+	bdb.MaxBatchDelay = opts.BatchDelay
+	if bdb.MaxBatchDelay <= 0 {
+		bdb.MaxBatchDelay = DefaultBatchDelay
 	}
 	db := &DB{bolt: bdb, path: path, schema: s}
 	if err := db.prepare(opts.ReadOnly); err != nil {

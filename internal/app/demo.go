@@ -37,8 +37,8 @@ Millrace is running with demo data (%d customers, products and price lists).
   admin key %s
 
 Try:
-  curl -s -H "Authorization: Bearer %s" %s/v1/customers?pageSize=5
-  curl -s -H "Authorization: Bearer %s" %s/v1/customers/%s/hierarchy
+  curl -s -H "Authorization: Bearer %s" "%s/v1/customers?pageSize=5"
+  curl -s -H "Authorization: Bearer %s" "%s/v1/customers/%s/hierarchy"
   curl -s -X POST -H "Authorization: Bearer %s" -H "Content-Type: application/json" \
        -d '{"customerId":"%s","currencyCode":"EUR","lines":[{"sku":"VALVE-BV25","quantity":{"value":"2","unit":"CASE"}}]}' \
        %s/v1/prices:simulate

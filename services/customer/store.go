@@ -35,38 +35,20 @@ func (s *store) view(ctx context.Context, fn func(txn) error) error {
 
 // update uses group commit: concurrent writers share one fsync.
 func (s *store) update(ctx context.Context, fn func(txn) error) error {
-	var emitted int
-	err := s.db.Batch(func(tx *bbolt.Tx) error {
-		emitted = 0
-		t := &storeTx{ctx: ctx, tx: tx}
-		if err := fn(t); err != nil {
-			return err
-		}
-		emitted = t.emitted
-		return nil
-	})
-	s.committed(err, emitted)
-	return err
+	return s.db.BatchEmit(s.notify, s.run(ctx, fn))
 }
 
+// updateBulk is update in a transaction of its own, for a batch upsert
+// that would only wait for company in a group commit.
 func (s *store) updateBulk(ctx context.Context, fn func(txn) error) error {
-	var emitted int
-	err := s.db.Update(func(tx *bbolt.Tx) error {
-		t := &storeTx{ctx: ctx, tx: tx}
-		if err := fn(t); err != nil {
-			return err
-		}
-		emitted = t.emitted
-		return nil
-	})
-	s.committed(err, emitted)
-	return err
+	return s.db.UpdateEmit(s.notify, s.run(ctx, fn))
 }
 
-// committed wakes the outbox relay after a commit that appended events.
-func (s *store) committed(err error, emitted int) {
-	if err == nil && emitted > 0 && s.notify != nil {
-		s.notify()
+func (s *store) run(ctx context.Context, fn func(txn) error) storage.WriteFunc {
+	return func(tx *bbolt.Tx) (bool, error) {
+		t := &storeTx{ctx: ctx, tx: tx}
+		err := fn(t)
+		return t.emitted > 0, err
 	}
 }
 

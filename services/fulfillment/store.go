@@ -36,24 +36,13 @@ func (s *store) view(ctx context.Context, fn func(txn) error) error {
 	return s.db.View(func(tx *bbolt.Tx) error { return fn(&storeTx{ctx: ctx, tx: tx}) })
 }
 
-// update uses group commit: concurrent writers share one fsync. bbolt may
-// run fn again when another function of the batch fails, so the count of
-// events is taken from the run that committed.
+// update uses group commit: concurrent writers share one fsync.
 func (s *store) update(ctx context.Context, fn func(txn) error) error {
-	var emitted int
-	err := s.db.Batch(func(tx *bbolt.Tx) error {
-		emitted = 0
+	return s.db.BatchEmit(s.notify, func(tx *bbolt.Tx) (bool, error) {
 		t := &storeTx{ctx: ctx, tx: tx}
-		if err := fn(t); err != nil {
-			return err
-		}
-		emitted = t.emitted
-		return nil
+		err := fn(t)
+		return t.emitted > 0, err
 	})
-	if err == nil && emitted > 0 && s.notify != nil {
-		s.notify()
-	}
-	return err
 }
 
 // ---------------------------------------------------------------------------

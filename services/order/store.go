@@ -40,39 +40,22 @@ func (s *store) view(ctx context.Context, fn func(txn) error) error {
 // with one external reference, say) share one fsync, and each still sees
 // the others' writes, which is what makes the unique index decide.
 func (s *store) update(ctx context.Context, fn func(txn) error) error {
-	var emitted int
-	err := s.db.Batch(func(tx *bbolt.Tx) error {
-		emitted = 0
-		t := &storeTx{ctx: ctx, tx: tx}
-		if err := fn(t); err != nil {
-			return err
-		}
-		emitted = t.emitted
-		return nil
-	})
-	if err == nil && emitted > 0 && s.notify != nil {
-		s.notify()
-	}
-	return err
+	return s.db.BatchEmit(s.notify, s.run(ctx, fn))
 }
 
 // updateSolo is update in a transaction of its own, for a lone writer (an
 // event consumer handles one event at a time) that would only wait for
 // company in a group commit.
 func (s *store) updateSolo(ctx context.Context, fn func(txn) error) error {
-	var emitted int
-	err := s.db.Update(func(tx *bbolt.Tx) error {
+	return s.db.UpdateEmit(s.notify, s.run(ctx, fn))
+}
+
+func (s *store) run(ctx context.Context, fn func(txn) error) storage.WriteFunc {
+	return func(tx *bbolt.Tx) (bool, error) {
 		t := &storeTx{ctx: ctx, tx: tx}
-		if err := fn(t); err != nil {
-			return err
-		}
-		emitted = t.emitted
-		return nil
-	})
-	if err == nil && emitted > 0 && s.notify != nil {
-		s.notify()
+		err := fn(t)
+		return t.emitted > 0, err
 	}
-	return err
 }
 
 // ---------------------------------------------------------------------------

@@ -46,21 +46,10 @@ func newStore(db *storage.DB, now func() time.Time, notify func()) *store {
 // events. bbolt may run fn more than once when a batch is retried, so fn
 // must set, never accumulate, what it reports.
 func (s *store) write(fn func(tx *bbolt.Tx) (appended bool, err error)) error {
-	var appended bool
 	s.cache.beginWrite()
-	err := s.db.Batch(func(tx *bbolt.Tx) error {
-		var err error
-		appended, err = fn(tx)
-		return err
-	})
+	err := s.db.BatchEmit(s.notify, fn)
 	s.cache.endWrite(err == nil)
-	if err != nil {
-		return err
-	}
-	if appended && s.notify != nil {
-		s.notify()
-	}
-	return nil
+	return err
 }
 
 // nowUTC is the store's clock, truncated to microseconds so that a time

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -200,25 +199,8 @@ func RunLoads(ctx context.Context, w io.Writer, cfg LoadConfig) error {
 // harness, so a burst of outside load hits both sizes alike.
 func RunScale(ctx context.Context, w io.Writer, cfg LoadConfig) error {
 	cfg.defaults()
-	type size struct {
-		name string
-		n    int
-		dir  string
-		ids  []string
-		node *node
-		res  []harness.Result
-	}
-	sizes := []*size{{n: cfg.ScaleSmall}, {n: cfg.ScaleLarge}}
-	defer func() {
-		for _, s := range sizes {
-			if s.node != nil {
-				s.node.close()
-			}
-			if s.dir != "" {
-				os.RemoveAll(s.dir)
-			}
-		}
-	}()
+	sizes := []*scaleSize{{n: cfg.ScaleSmall}, {n: cfg.ScaleLarge}}
+	defer closeSizes(sizes)
 	for _, s := range sizes {
 		s.name = fmt.Sprintf("get-customer-%s", count(s.n))
 		var err error
@@ -238,55 +220,10 @@ func RunScale(ctx context.Context, w io.Writer, cfg LoadConfig) error {
 			return err
 		}
 	}
-	for round := range cfg.ScaleRounds {
-		for _, s := range sizes {
-			fmt.Fprintf(cfg.Progress, "round %d/%d: %s (%s)…\n", round+1, cfg.ScaleRounds, s.name, cfg.ScaleDuration)
-			client := customerv1.NewCustomerServiceClient(s.node.conn)
-			ids := s.ids
-			res := harness.Run(ctx, harness.Config{Name: s.name, Concurrency: cfg.ScaleConcurrency, Duration: cfg.ScaleDuration, Warmup: time.Second},
-				func(ctx context.Context, _ int) error {
-					_, err := client.GetCustomer(authed(ctx), &customerv1.GetCustomerRequest{Id: ids[rand.IntN(len(ids))]})
-					return err
-				})
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			if res.Errors > 0 || res.Ops == 0 {
-				return fmt.Errorf("%s: %d ops, %d errors", s.name, res.Ops, res.Errors)
-			}
-			s.res = append(s.res, res)
-		}
-	}
-
-	fmt.Fprintf(w, "%-24s %9s %9s %9s %9s  %s\n", "one-shot", "ops/s", "p50", "p99", "max", "p99 per round")
-	median := map[*size]time.Duration{}
-	for _, s := range sizes {
-		var p50s, p99s []time.Duration
-		var ops, secs float64
-		var maxLat time.Duration
-		for _, r := range s.res {
-			p50s, p99s = append(p50s, r.P50), append(p99s, r.P99)
-			ops += float64(r.Ops)
-			secs += r.Elapsed.Seconds()
-			maxLat = max(maxLat, r.Max)
-		}
-		rounds := make([]string, len(p99s))
-		for i, d := range p99s {
-			rounds[i] = round(d).String()
-		}
-		slices.Sort(p50s)
-		slices.Sort(p99s)
-		median[s] = p99s[len(p99s)/2]
-		fmt.Fprintf(w, "%-24s %9.0f %9s %9s %9s  %v\n", s.name, ops/secs, round(p50s[len(p50s)/2]), round(median[s]), round(maxLat), rounds)
-	}
-	ratio := float64(median[sizes[1]]) / float64(median[sizes[0]])
-	verdict := harness.VerdictPass
-	if ratio > ScaleTargetRatio {
-		verdict = harness.VerdictBelow
-	}
-	fmt.Fprintf(w, "p99 ratio %s / %s = %.2f (median of %d rounds; target ≤ %.1f): %s\n",
-		count(sizes[1].n), count(sizes[0].n), ratio, cfg.ScaleRounds, ScaleTargetRatio, verdict)
-	return nil
+	return measureScale(ctx, w, cfg, sizes, func(ctx context.Context, n *node, id string) error {
+		_, err := customerv1.NewCustomerServiceClient(n.conn).GetCustomer(authed(ctx), &customerv1.GetCustomerRequest{Id: id})
+		return err
+	})
 }
 
 // prepareCustomers creates a customer store in dir holding total sample

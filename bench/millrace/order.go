@@ -6,10 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,7 +15,6 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/millrace/millrace/bench/ceilings"
-	"github.com/millrace/millrace/bench/harness"
 	"github.com/millrace/millrace/bench/scenarios"
 	customerv1 "github.com/millrace/millrace/gen/go/millrace/customer/v1"
 	fulfillmentv1 "github.com/millrace/millrace/gen/go/millrace/fulfillment/v1"
@@ -303,27 +300,10 @@ func checkAvailabilityBasket(ctx context.Context, c fulfillmentv1.FulfillmentSer
 // it, and both nodes are measured in interleaved rounds with the harness.
 func RunOrderScale(ctx context.Context, w io.Writer, cfg LoadConfig) error {
 	cfg.defaults()
-	type size struct {
-		name string
-		n    int
-		dir  string
-		ids  []string
-		node *node
-		res  []harness.Result
-	}
-	sizes := []*size{{n: cfg.ScaleSmall}, {n: cfg.ScaleLarge}}
-	defer func() {
-		for _, s := range sizes {
-			if s.node != nil {
-				s.node.close()
-			}
-			if s.dir != "" {
-				os.RemoveAll(s.dir)
-			}
-		}
-	}()
+	sizes := []*scaleSize{{n: cfg.ScaleSmall}, {n: cfg.ScaleLarge}}
+	defer closeSizes(sizes)
 	for _, s := range sizes {
-		s.name = "get-order-" + orderCount(s.n)
+		s.name = "get-order-" + count(s.n)
 		var err error
 		if s.dir, err = os.MkdirTemp(cfg.Dir, "millrace-order-scale-*"); err != nil {
 			return err
@@ -357,55 +337,10 @@ func RunOrderScale(ctx context.Context, w io.Writer, cfg LoadConfig) error {
 			}
 		}
 	}
-	for round := range cfg.ScaleRounds {
-		for _, s := range sizes {
-			fmt.Fprintf(cfg.Progress, "round %d/%d: %s (%s)…\n", round+1, cfg.ScaleRounds, s.name, cfg.ScaleDuration)
-			client := orderv1.NewOrderServiceClient(s.node.conn)
-			ids := s.ids
-			res := harness.Run(ctx, harness.Config{Name: s.name, Concurrency: cfg.ScaleConcurrency, Duration: cfg.ScaleDuration, Warmup: time.Second},
-				func(ctx context.Context, _ int) error {
-					_, err := client.GetOrder(authed(ctx), &orderv1.GetOrderRequest{Id: ids[rand.IntN(len(ids))]})
-					return err
-				})
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			if res.Errors > 0 || res.Ops == 0 {
-				return fmt.Errorf("%s: %d ops, %d errors", s.name, res.Ops, res.Errors)
-			}
-			s.res = append(s.res, res)
-		}
-	}
-
-	fmt.Fprintf(w, "%-24s %9s %9s %9s %9s  %s\n", "one-shot", "ops/s", "p50", "p99", "max", "p99 per round")
-	median := map[*size]time.Duration{}
-	for _, s := range sizes {
-		var p50s, p99s []time.Duration
-		var ops, secs float64
-		var maxLat time.Duration
-		for _, r := range s.res {
-			p50s, p99s = append(p50s, r.P50), append(p99s, r.P99)
-			ops += float64(r.Ops)
-			secs += r.Elapsed.Seconds()
-			maxLat = max(maxLat, r.Max)
-		}
-		rounds := make([]string, len(p99s))
-		for i, d := range p99s {
-			rounds[i] = orderRound(d).String()
-		}
-		slices.Sort(p50s)
-		slices.Sort(p99s)
-		median[s] = p99s[len(p99s)/2]
-		fmt.Fprintf(w, "%-24s %9.0f %9s %9s %9s  %v\n", s.name, ops/secs, orderRound(p50s[len(p50s)/2]), orderRound(median[s]), orderRound(maxLat), rounds)
-	}
-	ratio := float64(median[sizes[1]]) / float64(median[sizes[0]])
-	verdict := harness.VerdictPass
-	if ratio > ScaleTargetRatio {
-		verdict = harness.VerdictBelow
-	}
-	fmt.Fprintf(w, "p99 ratio %s / %s = %.2f (median of %d rounds; target ≤ %.1f): %s\n",
-		orderCount(sizes[1].n), orderCount(sizes[0].n), ratio, cfg.ScaleRounds, ScaleTargetRatio, verdict)
-	return nil
+	return measureScale(ctx, w, cfg, sizes, func(ctx context.Context, n *node, id string) error {
+		_, err := orderv1.NewOrderServiceClient(n.conn).GetOrder(authed(ctx), &orderv1.GetOrderRequest{Id: id})
+		return err
+	})
 }
 
 // readThrough reads a file once from start to end, so that its pages are
@@ -602,25 +537,3 @@ func (loaderCredit) Reserve(context.Context, string, string, *typev1.Money) (ord
 }
 
 func (loaderCredit) Release(context.Context, string, string) error { return nil }
-
-// orderRound keeps three significant digits, as the report table does.
-func orderRound(d time.Duration) time.Duration {
-	switch {
-	case d >= time.Second:
-		return d.Round(10 * time.Millisecond)
-	case d >= time.Millisecond:
-		return d.Round(10 * time.Microsecond)
-	}
-	return d.Round(time.Microsecond)
-}
-
-// orderCount writes 10000 as "10k" and 1000000 as "1m".
-func orderCount(n int) string {
-	switch {
-	case n >= 1_000_000 && n%1_000_000 == 0:
-		return fmt.Sprintf("%dm", n/1_000_000)
-	case n >= 1000 && n%1000 == 0:
-		return fmt.Sprintf("%dk", n/1000)
-	}
-	return fmt.Sprint(n)
-}

@@ -46,7 +46,10 @@ func TestOneShots(t *testing.T) {
 	if err := RunScale(ctx, &out, cfg); err != nil {
 		t.Fatalf("RunScale: %v", err)
 	}
-	for _, want := range []string{"batch-upsert-100k-rest", " 2500 ", "get-customer-1k", "get-customer-3k", "p99 ratio 3k / 1k"} {
+	if err := RunOrderScale(ctx, &out, cfg); err != nil {
+		t.Fatalf("RunOrderScale: %v", err)
+	}
+	for _, want := range []string{"batch-upsert-100k-rest", " 2500 ", "get-customer-1k", "get-customer-3k", "p99 ratio 3k / 1k", "get-order-1k", "get-order-3k"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
 		}

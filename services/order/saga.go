@@ -538,6 +538,23 @@ func (k *core) stepCredit(ctx context.Context, rec *orderRecord, rel *release) (
 		})
 		return stepResult{note: why}, cerr
 	}
+	if rel == nil && rec.o.GetStatus() == statusPending {
+		// The usual path: a PENDING order within credit is accepted in the
+		// same commit that records the credit, which saves every order one
+		// fsync. A crash before this commit resumes at the credit step,
+		// whose reservation is idempotent by order id.
+		if err := k.fail(StepAccept); err != nil {
+			return stepResult{}, err
+		}
+		ok, err := k.commit(ctx, rec, func(tx txn, r *orderRecord) error {
+			r.st.CreditTaken = true
+			return k.acceptIn(ctx, tx, r)
+		})
+		if err == nil && !ok {
+			k.repay(ctx, compensation{Kind: compCredit, OrderID: o.GetId(), CustomerID: o.GetCustomerId()})
+		}
+		return stepResult{}, err
+	}
 	ok, err := k.commit(ctx, rec, func(tx txn, r *orderRecord) error {
 		r.st.CreditTaken, r.st.Waiting, r.st.Step = true, "", StepAccept
 		if r.o.GetStatus() == statusOnHold {
@@ -557,19 +574,22 @@ func (k *core) stepCredit(ctx context.Context, rec *orderRecord, rel *release) (
 
 // stepAccept accepts the order.
 func (k *core) stepAccept(ctx context.Context, rec *orderRecord) (stepResult, error) {
-	_, err := k.commit(ctx, rec, func(tx txn, r *orderRecord) error {
-		r.st.Step, r.st.Waiting = "", ""
-		if err := k.transition(ctx, tx, r, change{to: statusAccepted, actor: systemActor, reason: "priced, stock reserved and within credit"}); err != nil {
-			return err
-		}
-		// Fulfillment may have reported shipments while the order waited
-		// (they are recorded, not acted on, before acceptance).
-		if next := lifecycleStatus(r); next != statusAccepted {
-			return k.transition(ctx, tx, r, change{to: next, actor: systemActor, reason: "shipments and invoices recorded before acceptance"})
-		}
-		return nil
-	})
+	_, err := k.commit(ctx, rec, func(tx txn, r *orderRecord) error { return k.acceptIn(ctx, tx, r) })
 	return stepResult{}, err
+}
+
+// acceptIn moves r to ACCEPTED in tx and ends its saga.
+func (k *core) acceptIn(ctx context.Context, tx txn, r *orderRecord) error {
+	r.st.Step, r.st.Waiting = "", ""
+	if err := k.transition(ctx, tx, r, change{to: statusAccepted, actor: systemActor, reason: "priced, stock reserved and within credit"}); err != nil {
+		return err
+	}
+	// Fulfillment may have reported shipments while the order waited (they
+	// are recorded, not acted on, before acceptance).
+	if next := lifecycleStatus(r); next != statusAccepted {
+		return k.transition(ctx, tx, r, change{to: next, actor: systemActor, reason: "shipments and invoices recorded before acceptance"})
+	}
+	return nil
 }
 
 // released is the change that takes an order off hold back into its saga:

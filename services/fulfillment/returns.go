@@ -268,34 +268,15 @@ func (k *core) getReturn(ctx context.Context, p auth.Principal, id string) (*ful
 }
 
 func (k *core) listReturns(ctx context.Context, p auth.Principal, req *fulfillmentv1.ListReturnsRequest) (*fulfillmentv1.ListReturnsResponse, error) {
-	size := pageSize(req.GetPageSize(), recordsPageDefault, recordsPageMax)
-	filter := filterHash("returns", req.GetOrderId())
-	after, err := decodePageToken(req.GetPageToken(), filter, 1)
+	out, next, err := recordPage(ctx, k, req.GetPageSize(), req.GetPageToken(), []string{"returns", req.GetOrderId()},
+		func(tx txn, afterID string, fn func(*returnRec) bool) error {
+			return tx.scanReturns(req.GetOrderId(), afterID, fn)
+		},
+		func(r *returnRec) string { return r.ID },
+		func(r *returnRec) bool { return p.SeesRegion(r.Region) },
+		returnProto)
 	if err != nil {
 		return nil, err
 	}
-	afterID := ""
-	if after != nil {
-		afterID = after[0]
-	}
-	resp := &fulfillmentv1.ListReturnsResponse{}
-	err = k.repo.view(ctx, func(tx txn) error {
-		scanned, last := 0, ""
-		return tx.scanReturns(req.GetOrderId(), afterID, func(r *returnRec) bool {
-			if len(resp.Returns) == size || scanned == maxListScan {
-				resp.NextPageToken = encodePageToken(filter, last)
-				return false
-			}
-			scanned++
-			last = r.ID
-			if p.SeesRegion(r.Region) {
-				resp.Returns = append(resp.Returns, returnProto(r))
-			}
-			return true
-		})
-	})
-	if err != nil {
-		return nil, err
-	}
-	return resp, nil
+	return &fulfillmentv1.ListReturnsResponse{Returns: out, NextPageToken: next}, nil
 }

@@ -231,36 +231,17 @@ func (k *core) getShipment(ctx context.Context, p auth.Principal, id string) (*f
 }
 
 func (k *core) listShipments(ctx context.Context, p auth.Principal, req *fulfillmentv1.ListShipmentsRequest) (*fulfillmentv1.ListShipmentsResponse, error) {
-	size := pageSize(req.GetPageSize(), recordsPageDefault, recordsPageMax)
-	filter := filterHash("shipments", req.GetOrderId())
-	after, err := decodePageToken(req.GetPageToken(), filter, 1)
+	out, next, err := recordPage(ctx, k, req.GetPageSize(), req.GetPageToken(), []string{"shipments", req.GetOrderId()},
+		func(tx txn, afterID string, fn func(*shipment) bool) error {
+			return tx.scanShipments(req.GetOrderId(), afterID, fn)
+		},
+		func(s *shipment) string { return s.ID },
+		func(s *shipment) bool { return p.SeesRegion(s.Region) },
+		shipmentProto)
 	if err != nil {
 		return nil, err
 	}
-	afterID := ""
-	if after != nil {
-		afterID = after[0]
-	}
-	resp := &fulfillmentv1.ListShipmentsResponse{}
-	err = k.repo.view(ctx, func(tx txn) error {
-		scanned, last := 0, ""
-		return tx.scanShipments(req.GetOrderId(), afterID, func(s *shipment) bool {
-			if len(resp.Shipments) == size || scanned == maxListScan {
-				resp.NextPageToken = encodePageToken(filter, last)
-				return false
-			}
-			scanned++
-			last = s.ID
-			if p.SeesRegion(s.Region) {
-				resp.Shipments = append(resp.Shipments, shipmentProto(s))
-			}
-			return true
-		})
-	})
-	if err != nil {
-		return nil, err
-	}
-	return resp, nil
+	return &fulfillmentv1.ListShipmentsResponse{Shipments: out, NextPageToken: next}, nil
 }
 
 // sameConfirmation answers a repeated ConfirmShipment: the same carrier
@@ -671,36 +652,19 @@ func (k *core) getInvoice(ctx context.Context, p auth.Principal, id string) (*fu
 }
 
 func (k *core) listInvoices(ctx context.Context, p auth.Principal, req *fulfillmentv1.ListInvoicesRequest) (*fulfillmentv1.ListInvoicesResponse, error) {
-	size := pageSize(req.GetPageSize(), recordsPageDefault, recordsPageMax)
-	filter := filterHash("invoices", req.GetOrderId(), req.GetCustomerId())
-	after, err := decodePageToken(req.GetPageToken(), filter, 1)
+	out, next, err := recordPage(ctx, k, req.GetPageSize(), req.GetPageToken(), []string{"invoices", req.GetOrderId(), req.GetCustomerId()},
+		func(tx txn, afterID string, fn func(*invoice) bool) error {
+			return tx.scanInvoices(req.GetOrderId(), req.GetCustomerId(), afterID, fn)
+		},
+		func(inv *invoice) string { return inv.ID },
+		func(inv *invoice) bool {
+			return p.SeesRegion(inv.Region) && (req.GetCustomerId() == "" || inv.CustomerID == req.GetCustomerId())
+		},
+		invoiceProto)
 	if err != nil {
 		return nil, err
 	}
-	afterID := ""
-	if after != nil {
-		afterID = after[0]
-	}
-	resp := &fulfillmentv1.ListInvoicesResponse{}
-	err = k.repo.view(ctx, func(tx txn) error {
-		scanned, last := 0, ""
-		return tx.scanInvoices(req.GetOrderId(), req.GetCustomerId(), afterID, func(inv *invoice) bool {
-			if len(resp.Invoices) == size || scanned == maxListScan {
-				resp.NextPageToken = encodePageToken(filter, last)
-				return false
-			}
-			scanned++
-			last = inv.ID
-			if p.SeesRegion(inv.Region) && (req.GetCustomerId() == "" || inv.CustomerID == req.GetCustomerId()) {
-				resp.Invoices = append(resp.Invoices, invoiceProto(inv))
-			}
-			return true
-		})
-	})
-	if err != nil {
-		return nil, err
-	}
-	return resp, nil
+	return &fulfillmentv1.ListInvoicesResponse{Invoices: out, NextPageToken: next}, nil
 }
 
 // ---------------------------------------------------------------------------

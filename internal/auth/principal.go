@@ -7,6 +7,10 @@ import (
 	"context"
 	"strings"
 
+	"google.golang.org/grpc/codes"
+
+	"github.com/millrace/millrace/internal/apierr"
+
 	integrationv1 "github.com/millrace/millrace/gen/go/millrace/integration/v1"
 )
 
@@ -84,3 +88,14 @@ func FromContext(ctx context.Context) (Principal, bool) {
 // System is the principal of work Millrace does by itself: the saga,
 // event consumers, re-validators.
 var System = Principal{KeyID: "system", Name: "system", Role: RoleService}
+
+// Require returns the caller the auth interceptor put into ctx, or
+// UNAUTHENTICATED when there is none (a handler reached without the
+// interceptor chain).
+func Require(ctx context.Context) (Principal, error) {
+	p, ok := FromContext(ctx)
+	if !ok {
+		return Principal{}, apierr.New(codes.Unauthenticated, apierr.ReasonUnauthenticated, "no authenticated caller", nil)
+	}
+	return p, nil
+}

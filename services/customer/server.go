@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"time"
 
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	customerv1 "github.com/millrace/millrace/gen/go/millrace/customer/v1"
@@ -56,13 +55,7 @@ func NewServer(db *storage.DB, opts Options) *Server {
 }
 
 // principal returns the caller the auth interceptor put into ctx.
-func principal(ctx context.Context) (auth.Principal, error) {
-	p, ok := auth.FromContext(ctx)
-	if !ok {
-		return auth.Principal{}, apierr.New(codes.Unauthenticated, apierr.ReasonUnauthenticated, "no authenticated caller", nil)
-	}
-	return p, nil
-}
+func principal(ctx context.Context) (auth.Principal, error) { return auth.Require(ctx) }
 
 // CreateCustomer implements customerv1.CustomerServiceServer.
 func (s *Server) CreateCustomer(ctx context.Context, req *customerv1.CreateCustomerRequest) (*customerv1.CreateCustomerResponse, error) {

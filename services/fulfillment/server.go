@@ -97,13 +97,7 @@ func (s *Server) expirePass(ctx context.Context) {
 }
 
 // principal returns the caller the auth interceptor put into ctx.
-func principal(ctx context.Context) (auth.Principal, error) {
-	p, ok := auth.FromContext(ctx)
-	if !ok {
-		return auth.Principal{}, apierr.New(codes.Unauthenticated, apierr.ReasonUnauthenticated, "no authenticated caller", nil)
-	}
-	return p, nil
-}
+func principal(ctx context.Context) (auth.Principal, error) { return auth.Require(ctx) }
 
 // call runs one RPC: the principal, the domain, the error mapping.
 func call[Resp any](ctx context.Context, fn func(auth.Principal) (Resp, error)) (Resp, error) {

@@ -8,7 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	fulfillmentv1 "github.com/millrace/millrace/gen/go/millrace/fulfillment/v1"
@@ -76,13 +75,7 @@ func NewServer(db *storage.DB, opts Options) *Server {
 }
 
 // principal returns the caller the auth interceptor put into ctx.
-func principal(ctx context.Context) (auth.Principal, error) {
-	p, ok := auth.FromContext(ctx)
-	if !ok {
-		return auth.Principal{}, apierr.New(codes.Unauthenticated, apierr.ReasonUnauthenticated, "no authenticated caller", nil)
-	}
-	return p, nil
-}
+func principal(ctx context.Context) (auth.Principal, error) { return auth.Require(ctx) }
 
 // CreateQuote implements orderv1.OrderServiceServer.
 func (s *Server) CreateQuote(ctx context.Context, req *orderv1.CreateQuoteRequest) (*orderv1.CreateQuoteResponse, error) {

@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -19,7 +18,6 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/known/anypb"
-	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/millrace/millrace/internal/apierr"
 	"github.com/millrace/millrace/internal/auth"
@@ -201,7 +199,3 @@ func printableASCII(s string) bool {
 	}
 	return true
 }
-
-// retryInfo is kept here so the gateway and gRPC callers see the same
-// RetryInfo for 409 in-flight answers.
-var _ = &errdetails.RetryInfo{RetryDelay: durationpb.New(time.Second)}

@@ -68,6 +68,9 @@ func TestCreateOrder(t *testing.T) {
 			status:  statusPending,
 			total:   "12.50",
 			events:  []string{"OrderStatusChanged"},
+			// Credit is asked for alongside the reservation and kept while
+			// the order waits for fulfillment.
+			creditFor: true,
 		},
 		{
 			name:     "customer service down holds it for credit",

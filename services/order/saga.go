@@ -265,7 +265,14 @@ func (k *core) driveLocked(ctx context.Context, id string, rel *release) (*order
 		case StepPrice:
 			res, err = k.stepPrice(ctx, rec)
 		case StepReserve:
-			res, err = k.stepReserve(ctx, rec, rel)
+			if rel == nil && rec.o.GetStatus() == statusPending && rec.st.Waiting == "" {
+				// First try: both reservations at once. A retry after
+				// fulfillment did not answer runs the steps in turn, so
+				// the customer service is not asked again on every try.
+				res, err = k.stepReserveAndCredit(ctx, rec)
+			} else {
+				res, err = k.stepReserve(ctx, rec, rel)
+			}
 		case StepCredit:
 			res, err = k.stepCredit(ctx, rec, rel)
 		case StepAccept:
@@ -503,6 +510,140 @@ func (k *core) stepReserve(ctx context.Context, rec *orderRecord, rel *release) 
 	return stepResult{next: ok}, err
 }
 
+// stepReserveAndCredit is the usual path of a PENDING order: the hard
+// reservation and the credit reservation are asked for at the same time,
+// and an order that gets both is accepted in one commit. Both reservations
+// are idempotent by order id, so a crash anywhere here resumes at the
+// reserve step and asks again; a cancel at that step releases both.
+//
+// The outcomes are those of running the two steps in turn: stock short or
+// fulfillment unavailable ends as the reserve step would (and gives back
+// credit taken meanwhile); stock reserved with credit declined or not
+// validated ends as the credit step would.
+func (k *core) stepReserveAndCredit(ctx context.Context, rec *orderRecord) (stepResult, error) {
+	o := rec.o
+	if err := k.fail(StepCredit); err != nil {
+		return stepResult{}, err
+	}
+	type creditAnswer struct {
+		dec CreditDecision
+		err error
+	}
+	credit := make(chan creditAnswer, 1)
+	go func() {
+		dec, err := k.credit.Reserve(ctx, o.GetCustomerId(), o.GetId(), o.GetTotal())
+		credit <- creditAnswer{dec, err}
+	}()
+	giveBackCredit := func() {
+		if c := <-credit; c.err == nil && c.dec.Approved {
+			k.repay(ctx, compensation{Kind: compCredit, OrderID: o.GetId(), CustomerID: o.GetCustomerId()})
+		}
+	}
+	// Fulfillment not answering leaves the order PENDING at the reserve
+	// step. Credit it was granted meanwhile is kept and recorded: the order
+	// goes on when fulfillment is back (the credit step then finds its
+	// reservation), and a cancel releases it.
+	waitForFulfillment := func(err error) (stepResult, error) {
+		if c := <-credit; c.err == nil && c.dec.Approved {
+			if _, cerr := k.commit(ctx, rec, func(_ txn, r *orderRecord) error { r.st.CreditTaken = true; return nil }); cerr != nil {
+				return stepResult{}, cerr
+			}
+		}
+		return k.stall(ctx, rec, nil, "fulfillment", err)
+	}
+
+	if hold := rec.st.QuoteHoldID; hold != "" {
+		if err := k.inventory.Release(ctx, hold); err != nil {
+			if !isDefinitive(err) {
+				return waitForFulfillment(err)
+			}
+			k.log.WarnContext(ctx, "the quote's soft hold could not be released; it expires by itself", "order_id", o.GetId(), "reservation_id", hold, "err", err)
+		}
+	}
+	lines := cleanLines(o.GetLines())
+	res, avail, err := k.inventory.Reserve(ctx, o.GetId(), ReservationHard, o.GetShipToRegion(), lines, o.GetAllowSplit(), time.Time{})
+	if err != nil && !isDefinitive(err) {
+		return waitForFulfillment(err)
+	}
+	if ferr := k.fail(StepReserve + ".done"); ferr != nil {
+		return stepResult{}, ferr
+	}
+	if err != nil || res == nil {
+		giveBackCredit()
+		why := "fulfillment refused the reservation: " + peerMessage(err)
+		if err == nil {
+			why, _ = shortLines(lines, avail)
+			why = "stock cannot cover the order: " + why
+		}
+		_, cerr := k.commit(ctx, rec, func(tx txn, r *orderRecord) error {
+			r.st.QuoteHoldID, r.st.Waiting = "", ""
+			applyAvailability(r.o.Lines, avail)
+			return k.transition(ctx, tx, r, change{to: statusOnHold, hold: holdInventoryShort, actor: systemActor, reason: why})
+		})
+		return stepResult{note: why}, cerr
+	}
+
+	c := <-credit
+	if c.err != nil && ctx.Err() != nil {
+		return stepResult{}, ctx.Err()
+	}
+	if ferr := k.fail(StepCredit + ".done"); ferr != nil {
+		return stepResult{}, ferr
+	}
+	reserved := func(r *orderRecord) {
+		r.o.ReservationId = res.GetId()
+		r.st.Base = applyReservation(r.o.Lines, res, avail)
+		r.st.QuoteHoldID, r.st.Waiting = "", ""
+		r.st.Step = StepCredit
+		r.o.UpdateTime = timestamppb.New(k.now())
+	}
+	var (
+		note  string
+		apply func(tx txn, r *orderRecord) error
+		taken = c.err == nil && c.dec.Approved
+	)
+	switch {
+	case taken:
+		if err := k.fail(StepAccept); err != nil {
+			return stepResult{}, err
+		}
+		apply = func(tx txn, r *orderRecord) error {
+			reserved(r)
+			r.st.CreditTaken = true
+			return k.acceptIn(ctx, tx, r)
+		}
+	case c.err != nil && !isDefinitive(c.err):
+		// Degraded mode, as in stepCredit.
+		waiting := waitingFor("customer", c.err)
+		note = "credit validation has not completed: " + waiting
+		k.log.WarnContext(ctx, "order held until credit can be validated", "order_id", o.GetId(), "err", c.err)
+		apply = func(tx txn, r *orderRecord) error {
+			reserved(r)
+			r.st.Waiting = waiting
+			return k.transition(ctx, tx, r, change{to: statusOnHold, hold: holdCreditPending, actor: systemActor, reason: note})
+		}
+	default:
+		reason := c.dec.Reason
+		if c.err != nil {
+			reason = peerMessage(c.err)
+		}
+		note = "credit declined: " + reason
+		apply = func(tx txn, r *orderRecord) error {
+			reserved(r)
+			return k.transition(ctx, tx, r, change{to: statusOnHold, hold: holdCreditDeclined, actor: systemActor, reason: note})
+		}
+	}
+	ok, err := k.commit(ctx, rec, apply)
+	if err == nil && !ok {
+		comps := []compensation{{Kind: compReservation, ReservationID: res.GetId()}}
+		if taken {
+			comps = append(comps, compensation{Kind: compCredit, OrderID: o.GetId(), CustomerID: o.GetCustomerId()})
+		}
+		k.repay(ctx, comps...)
+	}
+	return stepResult{note: note}, err
+}
+
 // stepCredit reserves the order's total against the customer's credit.
 func (k *core) stepCredit(ctx context.Context, rec *orderRecord, rel *release) (stepResult, error) {
 	o := rec.o
@@ -633,7 +774,9 @@ func (k *core) cancelIn(ctx context.Context, tx txn, rec *orderRecord, ch change
 	if rec.st.QuoteHoldID != "" {
 		comps = append(comps, compensation{Kind: compReservation, ReservationID: rec.st.QuoteHoldID})
 	}
-	if rec.st.CreditTaken || rec.st.Step == StepCredit {
+	// At the reserve step credit may have been taken already: a PENDING
+	// order asks for both reservations at once.
+	if rec.st.CreditTaken || rec.st.Step == StepCredit || rec.st.Step == StepReserve {
 		comps = append(comps, compensation{Kind: compCredit, OrderID: o.GetId(), CustomerID: o.GetCustomerId()})
 	}
 	for _, c := range comps {

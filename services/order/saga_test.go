@@ -152,8 +152,10 @@ func TestSagaFailureCompensates(t *testing.T) {
 			t.Error("a reservation was placed for a failed order")
 		}
 		waitFor(t, 5*time.Second, "the quote's soft hold to be released", func() bool { return h.inv.active(quote.GetId()) == nil })
-		if _, _, released := h.credit.counts(id); released != 0 || h.credit.holds(id) {
-			t.Error("credit was touched by an order that never reached the credit step")
+		// Credit granted while fulfillment was down is given back with the
+		// cancellation.
+		if h.credit.holds(id) {
+			t.Error("the cancelled order still holds credit")
 		}
 		if got := h.eventTypes(orderSubject(id)); !slices.Contains(got, "OrderCancelled") {
 			t.Errorf("events %v lack OrderCancelled", got)

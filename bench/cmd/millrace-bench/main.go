@@ -20,6 +20,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"syscall"
@@ -53,6 +54,7 @@ type config struct {
 	Scale       bool
 	OrderScale  bool
 	Events      bool
+	CPUProfile  string
 }
 
 func parse(args []string, stderr io.Writer) (config, error) {
@@ -69,6 +71,7 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	fs.BoolVar(&cfg.Scale, "scale", cfg.Scale, "run the one-shot scale check (GetCustomer p99 with 1,000,000 customers against 10,000) instead of the ceilings and scenarios")
 	fs.BoolVar(&cfg.OrderScale, "order-scale", cfg.OrderScale, "run the one-shot order scale check (GetOrder p99 with 1,000,000 orders against 10,000) instead of the ceilings and scenarios")
 	fs.BoolVar(&cfg.Events, "events", cfg.Events, "run the event one-shots (webhook latency at 200/s, webhook fan-out with a hanging endpoint, CreateOrder on NATS against the in-process bus) instead of the ceilings and scenarios; -only picks among them, -concurrency sets the CreateOrder clients")
+	fs.StringVar(&cfg.CPUProfile, "cpuprofile", cfg.CPUProfile, "write a CPU profile of the scenarios (not the ceilings) to this file, for go tool pprof")
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
 	}
@@ -182,6 +185,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		report.AddCeiling(res)
 	}
+	if cfg.CPUProfile != "" && len(ss) > 0 {
+		stopProfile, err := startCPUProfile(cfg.CPUProfile)
+		if err != nil {
+			return err
+		}
+		defer stopProfile()
+	}
 	for _, s := range ss {
 		fmt.Fprintf(stderr, "running scenario %s (%s)…\n", s.Name, cfg.Duration)
 		res, err := runScenario(ctx, s, harness.Config{Name: s.Name, Concurrency: cmp.Or(s.Concurrency, cfg.Concurrency), Duration: cfg.Duration, Warmup: cfg.Warmup})
@@ -253,4 +263,21 @@ func writeJSON(path string, r *harness.Report) error {
 		return err
 	}
 	return f.Close()
+}
+
+// startCPUProfile starts profiling the process's CPU into path and returns
+// what stops it and closes the file.
+func startCPUProfile(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("-cpuprofile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("-cpuprofile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }

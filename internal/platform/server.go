@@ -14,6 +14,13 @@ import (
 // with room to spare.
 const MaxMessageBytes = 8 << 20
 
+// StreamWorkers is how many long-lived goroutines serve incoming calls. A
+// call handled on a fresh goroutine first grows its stack (request
+// validation and the handlers run deep), which costs more CPU than many
+// handlers do; a worker's stack has grown already. Calls beyond the
+// workers still run, each on a goroutine of its own.
+const StreamWorkers = 64
+
 // NewGRPCServer returns a gRPC server with the Millrace interceptor chain,
 // the standard health service and server reflection. Register services on
 // it, then call MarkServing for each.
@@ -22,6 +29,7 @@ func NewGRPCServer(chain *Chain, tlsConf *tls.Config) (*grpc.Server, *health.Ser
 		grpc.ChainUnaryInterceptor(chain.Unary()...),
 		grpc.ChainStreamInterceptor(chain.Stream()...),
 		grpc.MaxRecvMsgSize(MaxMessageBytes),
+		grpc.NumStreamWorkers(StreamWorkers),
 	}
 	if tlsConf != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(tlsConf)))

@@ -372,9 +372,6 @@ func prepareOrders(ctx context.Context, dir string, total int, progress io.Write
 		return nil, err
 	}
 	defer func() { err = errors.Join(err, db.Close()) }()
-	// Commits cost no fsync here, so a group commit need not wait 10 ms
-	// for company: 2 ms loads about 40 % faster with the same batches.
-	db.Bolt().MaxBatchDelay = 2 * time.Millisecond
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	srv := order.NewServer(db, order.Options{
 		Pricing: loaderPricing{}, Inventory: loaderInventory{}, Credit: loaderCredit{}, Log: quiet,

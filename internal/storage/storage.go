@@ -28,10 +28,6 @@ import (
 // waiting longer would only hide the misconfiguration.
 const DefaultLockTimeout = time.Second
 
-// DefaultBatchDelay is how long Batch collects concurrent writers into one
-// transaction before committing.
-const DefaultBatchDelay = 2 * time.Millisecond
-
 // fileMode keeps store files private to the service account: they hold
 // customer master data and credit information.
 const fileMode os.FileMode = 0o600
@@ -76,8 +72,9 @@ type Options struct {
 	// NoSync skips fsync on commit. Only tests and benchmarks may set it: a
 	// crash can lose or corrupt committed data.
 	NoSync bool
-	// BatchDelay is Batch's collection window; zero means
-	// DefaultBatchDelay.
+	// BatchDelay is an extra collection window before each group commit
+	// of Batch. Zero, the default, commits as soon as the previous commit
+	// is done, which is what request paths want.
 	BatchDelay time.Duration
 }
 
@@ -86,6 +83,7 @@ type DB struct {
 	bolt   *bbolt.DB
 	path   string
 	schema Schema
+	group  *groupCommitter
 }
 
 // Open opens or creates the store file at path for schema s.
@@ -115,15 +113,7 @@ func Open(path string, s Schema, opts Options) (*DB, error) {
 		}
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	// Group commit: concurrent Batch calls share one fsync. bbolt's default
-	// 10 ms collection window suits bulk loads; Millrace requests commit
-	// several times in a row (a saga step each), so a short window keeps
-	// each step's wait near one fsync while still grouping.
-	bdb.MaxBatchDelay = opts.BatchDelay
-	if bdb.MaxBatchDelay <= 0 {
-		bdb.MaxBatchDelay = DefaultBatchDelay
-	}
-	db := &DB{bolt: bdb, path: path, schema: s}
+	db := &DB{bolt: bdb, path: path, schema: s, group: &groupCommitter{db: bdb, delay: opts.BatchDelay}}
 	if err := db.prepare(opts.ReadOnly); err != nil {
 		_ = bdb.Close()
 		return nil, err
@@ -224,13 +214,15 @@ func (db *DB) Update(fn func(*bbolt.Tx) error) error { return db.bolt.Update(fn)
 
 // Batch runs fn in a read-write transaction shared with other concurrent
 // Batch callers, so many requests pay for one fsync. Use it on request paths
-// where writers arrive concurrently.
+// where writers arrive concurrently. There is no collection timer: a lone
+// caller commits at once, and callers arriving while a commit is on disk
+// share the next one (see groupCommitter).
 //
 // fn may run more than once: when any function in a shared batch fails, the
 // batch is rolled back and the others are retried. fn must therefore only
 // change state through tx, and must reset anything it reports to its caller
 // (outcome variables, counters) at its start rather than accumulate.
-func (db *DB) Batch(fn func(*bbolt.Tx) error) error { return db.bolt.Batch(fn) }
+func (db *DB) Batch(fn func(*bbolt.Tx) error) error { return db.group.do(fn) }
 
 // Close releases the file and its lock.
 func (db *DB) Close() error { return db.bolt.Close() }

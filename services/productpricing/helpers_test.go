@@ -129,9 +129,6 @@ func openDB(t testing.TB) *storage.DB {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = db.Close() })
-	// Tests write one request at a time; waiting for others to join a
-	// group commit would only slow them down.
-	db.Bolt().MaxBatchDelay = 0
 	return db
 }
 

@@ -1,0 +1,113 @@
+package storage
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"go.etcd.io/bbolt"
+)
+
+// MaxGroupSize bounds how many Batch callers share one transaction.
+const MaxGroupSize = 1000
+
+// groupCommitter is the group commit behind DB.Batch. Callers queue their
+// functions; one committer goroutine runs everything queued in a single
+// read-write transaction and fsync, and while that commit is on disk the
+// next callers queue up for the following one. A lone writer therefore
+// waits for one commit, not for a collection timer, and under load every
+// fsync carries all the writers that arrived during the previous one.
+type groupCommitter struct {
+	db *bbolt.DB
+	// delay, when positive, is an extra collection window before each
+	// commit, for bulk loaders that prefer fewer, larger transactions.
+	delay time.Duration
+
+	mu      sync.Mutex
+	queue   []*groupCall
+	running bool
+}
+
+type groupCall struct {
+	fn   func(*bbolt.Tx) error
+	done chan error
+}
+
+// errRunAlone tells a caller whose function failed inside a shared
+// transaction to run it again in a transaction of its own, so that it gets
+// its own error and the others are not held back by it.
+var errRunAlone = errors.New("storage: run the function in a transaction of its own")
+
+func (g *groupCommitter) do(fn func(*bbolt.Tx) error) error {
+	c := &groupCall{fn: fn, done: make(chan error, 1)}
+	g.mu.Lock()
+	g.queue = append(g.queue, c)
+	if !g.running {
+		g.running = true
+		go g.run()
+	}
+	g.mu.Unlock()
+	if err := <-c.done; err != errRunAlone {
+		return err
+	}
+	return g.db.Update(fn)
+}
+
+// run commits groups until the queue is empty.
+func (g *groupCommitter) run() {
+	for {
+		if g.delay > 0 {
+			time.Sleep(g.delay)
+		}
+		g.mu.Lock()
+		n := min(len(g.queue), MaxGroupSize)
+		if n == 0 {
+			g.running = false
+			g.mu.Unlock()
+			return
+		}
+		calls := g.queue[:n:n]
+		g.queue = append([]*groupCall(nil), g.queue[n:]...)
+		g.mu.Unlock()
+		g.commit(calls)
+	}
+}
+
+// commit runs calls in one transaction. A function that fails (or panics)
+// rolls the transaction back; it is told to run alone and the others are
+// run again without it.
+func (g *groupCommitter) commit(calls []*groupCall) {
+	for len(calls) > 0 {
+		failed := -1
+		err := g.db.Update(func(tx *bbolt.Tx) error {
+			for i, c := range calls {
+				if err := callSafely(c.fn, tx); err != nil {
+					failed = i
+					return err
+				}
+			}
+			return nil
+		})
+		if failed < 0 {
+			for _, c := range calls {
+				c.done <- err
+			}
+			return
+		}
+		calls[failed].done <- errRunAlone
+		calls = append(calls[:failed:failed], calls[failed+1:]...)
+	}
+}
+
+// callSafely turns a panic in fn into an error, so that one bad function
+// cannot take the committer down with everyone's calls in it; the caller
+// then runs it alone and the panic surfaces in its own goroutine.
+func callSafely(fn func(*bbolt.Tx) error, tx *bbolt.Tx) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("panic in a batched write: %v", p)
+		}
+	}()
+	return fn(tx)
+}

@@ -8,7 +8,7 @@ package money
 import (
 	"errors"
 	"fmt"
-	"regexp"
+	"strconv"
 
 	"github.com/cockroachdb/apd/v3"
 )
@@ -20,21 +20,94 @@ type Decimal = apd.Decimal
 // together, so products of prices and quantities are exact.
 var ctx = apd.Context{Precision: 60, MaxExponent: apd.MaxExponent, MinExponent: apd.MinExponent, Traps: apd.DefaultTraps, Rounding: apd.RoundHalfEven}
 
-var decimalPattern = regexp.MustCompile(`^-?(0|[1-9][0-9]*)(\.[0-9]+)?$`)
-
 // ErrSyntax is returned for a string that is not a plain decimal.
 var ErrSyntax = errors.New("not a decimal number (digits with an optional '.' and fraction, no exponent)")
 
 // Parse parses a plain decimal string such as "12", "-4.5" or "0.125".
 func Parse(s string) (*Decimal, error) {
-	if len(s) > 64 || !decimalPattern.MatchString(s) {
+	if len(s) > 64 || !plainDecimal(s) {
 		return nil, ErrSyntax
+	}
+	if d, ok := parseSmall(s); ok {
+		return d, nil
 	}
 	d, _, err := apd.NewFromString(s)
 	if err != nil {
 		return nil, ErrSyntax
 	}
 	return d, nil
+}
+
+// plainDecimal reports whether s is -?(0|[1-9][0-9]*)(\.[0-9]+)?: an
+// optional minus, an integer part without leading zeros, and an optional
+// fraction of at least one digit.
+func plainDecimal(s string) bool {
+	i := 0
+	if i < len(s) && s[i] == '-' {
+		i++
+	}
+	start := i
+	for i < len(s) && isDigit(s[i]) {
+		i++
+	}
+	switch n := i - start; {
+	case n == 0:
+		return false
+	case n > 1 && s[start] == '0':
+		return false
+	}
+	if i == len(s) {
+		return true
+	}
+	if s[i] != '.' {
+		return false
+	}
+	i++
+	frac := i
+	for i < len(s) && isDigit(s[i]) {
+		i++
+	}
+	return i > frac && i == len(s)
+}
+
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }
+
+// parseSmall parses a plain decimal of at most 18 digits without apd's
+// general parser, which is what almost every quantity and price is. It
+// declines negative zero, which apd keeps signed.
+func parseSmall(s string) (*Decimal, bool) {
+	neg := s[0] == '-'
+	if neg {
+		s = s[1:]
+	}
+	var (
+		coeff  int64
+		digits int
+		exp    int32
+		frac   bool
+	)
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c == '.' {
+			frac = true
+			continue
+		}
+		digits++
+		if digits > 18 {
+			return nil, false
+		}
+		coeff = coeff*10 + int64(c-'0')
+		if frac {
+			exp--
+		}
+	}
+	if neg {
+		if coeff == 0 {
+			return nil, false
+		}
+		coeff = -coeff
+	}
+	return apd.New(coeff, exp), true
 }
 
 // MustParse parses s or panics; for constants in code and tests.
@@ -54,16 +127,73 @@ func Format(d *Decimal) string {
 	if r.IsZero() {
 		return "0"
 	}
-	return r.Text('f')
+	return text(&r)
+}
+
+// text is d.Text('f'), without apd's general formatter for finite values
+// whose coefficient fits an int64.
+func text(d *Decimal) string {
+	if d.Form != apd.Finite || !d.Coeff.IsInt64() || d.Exponent > 0 || d.Exponent < -18 {
+		return d.Text('f')
+	}
+	c := d.Coeff.Int64()
+	if c == 0 && d.Negative {
+		return d.Text('f')
+	}
+	scale := int(-d.Exponent)
+	var buf [48]byte
+	digits := strconv.AppendInt(buf[:0], c, 10)
+	out := make([]byte, 0, len(digits)+scale+3)
+	if d.Negative {
+		out = append(out, '-')
+	}
+	if scale == 0 {
+		return string(append(out, digits...))
+	}
+	if len(digits) <= scale {
+		out = append(out, '0', '.')
+		for range scale - len(digits) {
+			out = append(out, '0')
+		}
+		return string(append(out, digits...))
+	}
+	cut := len(digits) - scale
+	out = append(out, digits[:cut]...)
+	out = append(out, '.')
+	return string(append(out, digits[cut:]...))
 }
 
 // FormatScale renders d with exactly scale fraction digits, as amounts in a
 // currency are shown ("12.5" with scale 2 → "12.50"). d must already be
 // rounded to at most scale digits.
 func FormatScale(d *Decimal, scale int) string {
+	if s, ok := textScaleSmall(d, scale); ok {
+		return s
+	}
 	var r Decimal
 	_, _ = ctx.Quantize(&r, d, int32(-scale))
-	return r.Text('f')
+	return text(&r)
+}
+
+// textScaleSmall is FormatScale for a finite value that has no more than
+// scale fraction digits and a small coefficient: padding with zeros needs
+// no rounding.
+func textScaleSmall(d *Decimal, scale int) (string, bool) {
+	if d.Form != apd.Finite || !d.Coeff.IsInt64() || scale > 18 || int(-d.Exponent) > scale || d.Exponent > 0 {
+		return "", false
+	}
+	c := d.Coeff.Int64()
+	for range scale + int(d.Exponent) {
+		if c > (1<<63-1)/10 {
+			return "", false
+		}
+		c *= 10
+	}
+	var r Decimal
+	r.Coeff.SetInt64(c)
+	r.Exponent = int32(-scale)
+	r.Negative = d.Negative
+	return text(&r), true
 }
 
 // Add returns a + b.

@@ -22,6 +22,7 @@ import (
 	"github.com/millrace/millrace/internal/apierr"
 	"github.com/millrace/millrace/internal/auth"
 	"github.com/millrace/millrace/internal/idempotency"
+	"github.com/millrace/millrace/internal/reqctx"
 )
 
 // MaxIdempotencyKeyLen bounds the Idempotency-Key header.
@@ -96,7 +97,9 @@ func (i *Idempotency) Handle(ctx context.Context, p auth.Principal, fullMethod s
 		_ = grpc.SetHeader(ctx, metadata.Pairs(MDIdempotentReplayed, "true"))
 		return replay(fullMethod, o.Record)
 	}
-	// Started: this call owns the key.
+	// Started: this call owns the key. The handler learns the key too, so
+	// that it can record it with what it creates (see reqctx.Idempotency).
+	ctx = reqctx.WithIdempotency(ctx, reqctx.Idempotency{Key: scope + "|" + key, RequestHash: sum[:]})
 	resp, herr := handler(ctx, req)
 	if herr != nil && retryable(status.Code(herr)) {
 		if err := store.Abandon(scope, key); err != nil {

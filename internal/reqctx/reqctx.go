@@ -17,6 +17,7 @@ const (
 	traceparentKey
 	causationKey
 	actorKey
+	idempotencyKey
 )
 
 // MaxCorrelationIDLen bounds a caller-supplied correlation id.
@@ -79,4 +80,26 @@ func Actor(ctx context.Context) string {
 		return a
 	}
 	return "system"
+}
+
+// Idempotency identifies a request sent with an Idempotency-Key: the key
+// scoped to the caller and method, and a hash of the request. A handler
+// that creates a record may store it with the record, in the same
+// transaction, so that a retry after a crash (when the stored answer was
+// never written) finds the record instead of creating another.
+type Idempotency struct {
+	Key         string
+	RequestHash []byte
+}
+
+// WithIdempotency returns ctx carrying the request's idempotency identity.
+func WithIdempotency(ctx context.Context, id Idempotency) context.Context {
+	return context.WithValue(ctx, idempotencyKey, id)
+}
+
+// IdempotencyOf returns the idempotency identity of ctx; ok is false for a
+// request sent without an Idempotency-Key.
+func IdempotencyOf(ctx context.Context) (id Idempotency, ok bool) {
+	id, ok = ctx.Value(idempotencyKey).(Idempotency)
+	return id, ok && id.Key != ""
 }

@@ -1,6 +1,7 @@
 package order
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -354,4 +355,52 @@ func TestListOrders(t *testing.T) {
 		_, err = h.client.ListOrders(erp, &orderv1.ListOrdersRequest{PageSize: 1, CustomerId: "cus_ACME", PageToken: resp.GetNextPageToken()})
 		wantCode(t, err, codes.InvalidArgument, apierr.ReasonInvalidArgument)
 	})
+}
+
+// TestCreateOrderKeyedRetryAfterLostAnswer covers a crash between the
+// commit of a keyed CreateOrder and the platform storing its answer: the
+// retry with the same key and request finds the order the first attempt
+// stored instead of creating a second one. The same key with another
+// request, or another key, creates a new order.
+func TestCreateOrderKeyedRetryAfterLostAnswer(t *testing.T) {
+	h := newHarness(t)
+	keyed := func(key, request string) context.Context {
+		return as("erp", "x-test-idempotency-key", key, "x-test-request", request)
+	}
+	req := &orderv1.CreateOrderRequest{Order: newOrder("cus_ACME", nil, line("VALVE-100", "2", "EA"))}
+	create := func(ctx context.Context) *orderv1.Order {
+		t.Helper()
+		resp, err := h.client.CreateOrder(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.GetOrder()
+	}
+	first := create(keyed("k-1", "A"))
+
+	h.stop()
+	h.start() // the process died before the answer was stored
+	again := create(keyed("k-1", "A"))
+	if again.GetId() != first.GetId() {
+		t.Fatalf("the retry created order %s; the first attempt stored %s", again.GetId(), first.GetId())
+	}
+	if again.GetStatus() != statusAccepted {
+		t.Errorf("status %s, want ACCEPTED", again.GetStatus())
+	}
+	if _, created := h.inv.counts(first.GetId()); created != 1 {
+		t.Errorf("stock reservations %d, want 1", created)
+	}
+
+	other := create(keyed("k-1", "B"))
+	fresh := create(keyed("k-2", "A"))
+	if other.GetId() == first.GetId() || fresh.GetId() == first.GetId() || other.GetId() == fresh.GetId() {
+		t.Errorf("orders %s (same key, other request) and %s (other key) must be new, besides %s", other.GetId(), fresh.GetId(), first.GetId())
+	}
+	lr, err := h.client.ListOrders(erp, &orderv1.ListOrdersRequest{CustomerId: "cus_ACME"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(lr.GetOrders()); n != 3 {
+		t.Errorf("%d orders stored, want 3", n)
+	}
 }

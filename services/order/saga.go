@@ -74,6 +74,18 @@ func (k *core) createOrder(ctx context.Context, p auth.Principal, in *orderv1.Or
 	if err := checkRegionScope(p, "order.ship_to_region", in.GetShipToRegion()); err != nil {
 		return nil, err
 	}
+	// A retry of a keyed request whose answer was lost in a crash finds
+	// the order the first attempt stored.
+	idem, keyed := reqctx.IdempotencyOf(ctx)
+	if keyed {
+		var id string
+		if err := k.repo.view(ctx, func(tx txn) error { id = tx.orderByIdempotency(idem); return nil }); err != nil {
+			return nil, err
+		}
+		if id != "" {
+			return k.existing(ctx, id)
+		}
+	}
 	ref := in.GetExternalRef()
 	if ref != nil {
 		id, err := k.orderHoldingRef(ctx, p, ref, "order.external_ref")
@@ -134,6 +146,11 @@ func (k *core) createOrder(ctx context.Context, p auth.Principal, in *orderv1.Or
 			if holder != "" {
 				existing = holder
 				return nil
+			}
+		}
+		if keyed {
+			if err := tx.putOrderIdempotency(idem, rec.o.GetId()); err != nil {
+				return err
 			}
 		}
 		return k.insertOrder(ctx, tx, cloneRecord(rec), why)

@@ -12,6 +12,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/millrace/millrace/bench/harness"
+	"github.com/millrace/millrace/internal/storage"
 )
 
 // BoltBatchWriters is the number of concurrent writers of BoltBatch64.
@@ -52,6 +53,51 @@ func BoltBatch64(ctx context.Context, cfg harness.Config, dir string) (harness.R
 	return runBolt(ctx, cfg, dir, (*bolt.DB).Batch)
 }
 
+// BoltGroup64 measures the group commit Millrace's stores use
+// (storage.DB.Batch: no collection timer; writers arriving while a commit
+// is on disk share the next one) with nothing of Millrace on top:
+// BoltBatchWriters goroutines each putting one 128-byte value per call,
+// fsync on, on a real file in a fresh directory under dir. It is the
+// ceiling for durable writes at that width with the policy the services
+// actually run, where BoltBatch64 is bbolt's own db.Batch with defaults.
+// cfg.Concurrency is ignored; cfg.Name defaults to BoltGroup64Name.
+func BoltGroup64(ctx context.Context, cfg harness.Config, dir string) (res harness.Result, err error) {
+	if cfg.Name == "" {
+		cfg.Name = BoltGroup64Name
+	}
+	cfg.Concurrency = BoltBatchWriters
+	tmp, err := os.MkdirTemp(dir, "millrace-bench-group-*")
+	if err != nil {
+		return harness.Result{}, fmt.Errorf("%s: %w", cfg.Name, err)
+	}
+	defer os.RemoveAll(tmp)
+	db, err := storage.Open(filepath.Join(tmp, "ceiling.db"), storage.Schema{Name: "bench", Version: 1, Buckets: [][]byte{benchBucket}}, storage.Options{})
+	if err != nil {
+		return harness.Result{}, fmt.Errorf("%s: %w", cfg.Name, err)
+	}
+	defer func() {
+		if cerr := db.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("%s: close: %w", cfg.Name, cerr)
+		}
+	}()
+	value := bytes.Repeat([]byte{'m'}, recordSize)
+	seqs := make([]uint64, cfg.Concurrency)
+	return harness.Run(ctx, cfg, func(_ context.Context, worker int) error {
+		seqs[worker]++
+		key := workerKey(worker, seqs[worker])
+		return db.Batch(func(tx *bolt.Tx) error {
+			return tx.Bucket(benchBucket).Put(key[:], value)
+		})
+	}), nil
+}
+
+func workerKey(worker int, seq uint64) [12]byte {
+	var key [12]byte
+	binary.BigEndian.PutUint32(key[:4], uint32(worker))
+	binary.BigEndian.PutUint64(key[4:], seq)
+	return key
+}
+
 // runBolt puts one value per call of write. Each worker writes its own
 // ascending keys, so no two puts collide and db.Batch may retry a function
 // safely.
@@ -81,9 +127,7 @@ func runBolt(ctx context.Context, cfg harness.Config, dir string, write func(*bo
 	seqs := make([]uint64, cfg.Concurrency)
 	return harness.Run(ctx, cfg, func(_ context.Context, worker int) error {
 		seqs[worker]++
-		var key [12]byte
-		binary.BigEndian.PutUint32(key[:4], uint32(worker))
-		binary.BigEndian.PutUint64(key[4:], seqs[worker])
+		key := workerKey(worker, seqs[worker])
 		return write(db, func(tx *bolt.Tx) error {
 			return tx.Bucket(benchBucket).Put(key[:], value)
 		})

@@ -15,6 +15,7 @@ const (
 	HTTPJSONEchoName     = "http-json-echo"
 	BoltSingleCommitName = "bolt-single-commit"
 	BoltBatch64Name      = "bolt-batch64"
+	BoltGroup64Name      = "bolt-group64"
 )
 
 // payloadSize is the size of the echoed RPC payload: about what a small

@@ -31,6 +31,9 @@ func TestCeilings(t *testing.T) {
 		{name: BoltBatch64Name, wantConcurrency: BoltBatchWriters, measure: func(ctx context.Context, cfg harness.Config) (harness.Result, error) {
 			return BoltBatch64(ctx, cfg, t.TempDir())
 		}},
+		{name: BoltGroup64Name, wantConcurrency: BoltBatchWriters, measure: func(ctx context.Context, cfg harness.Config) (harness.Result, error) {
+			return BoltGroup64(ctx, cfg, t.TempDir())
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -101,6 +101,9 @@ func allCeilings(cfg config) []ceiling {
 		{ceilings.BoltBatch64Name, ceilings.BoltBatchWriters, func(ctx context.Context, hc harness.Config) (harness.Result, error) {
 			return ceilings.BoltBatch64(ctx, hc, cfg.Dir)
 		}},
+		{ceilings.BoltGroup64Name, ceilings.BoltBatchWriters, func(ctx context.Context, hc harness.Config) (harness.Result, error) {
+			return ceilings.BoltGroup64(ctx, hc, cfg.Dir)
+		}},
 	}
 }
 

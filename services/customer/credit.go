@@ -487,7 +487,7 @@ func walkCreditGroup(tx txn, root *customerv1.Customer, fn func(customerID strin
 				return err
 			}
 			var childErr error
-			err = tx.childIDs(id, func(cid string) bool {
+			err = tx.childIDs(id, "", func(cid string) bool {
 				child, err := tx.customer(cid)
 				if err != nil {
 					childErr = err

@@ -64,8 +64,8 @@ const (
 	// DefaultPageSize and MaxPageSize bound ListCustomers pages.
 	DefaultPageSize = 50
 	MaxPageSize     = 500
-	// MaxHierarchyChildren bounds the children GetCustomerHierarchy
-	// returns; ListCustomers with parent_id pages through all of them.
+	// MaxHierarchyChildren bounds the children of one GetCustomerHierarchy
+	// answer, and is its default; next_children_page_token pages on.
 	MaxHierarchyChildren = 1000
 	// minListScan is the least number of index entries one list page may
 	// examine before it returns a shorter page with a next_page_token.
@@ -209,7 +209,7 @@ type txn interface {
 	refHolder(system, refID string) (string, error)
 	// childIDs calls fn with the ids of the direct children of parentID in
 	// creation order until fn returns false.
-	childIDs(parentID string, fn func(id string) bool) error
+	childIDs(parentID, afterID string, fn func(id string) bool) error
 	// scan calls fn with accounts of one index key (key, as the index
 	// defines it; nil for listAll) in creation order, starting after
 	// afterID, until fn returns false.
@@ -439,9 +439,26 @@ func (k *core) list(ctx context.Context, p auth.Principal, req *customerv1.ListC
 // hierarchy returns the root, the path from the root to id, and id's direct
 // children. Because an account shares its parent's region, a caller who
 // sees the account sees its whole hierarchy.
-func (k *core) hierarchy(ctx context.Context, p auth.Principal, id string) (*customerv1.GetCustomerHierarchyResponse, error) {
+func (k *core) hierarchy(ctx context.Context, p auth.Principal, req *customerv1.GetCustomerHierarchyRequest) (*customerv1.GetCustomerHierarchyResponse, error) {
+	id := req.GetId()
+	pageSize := int(req.GetChildrenPageSize())
+	switch {
+	case pageSize < 0 || pageSize > MaxHierarchyChildren:
+		return nil, invalid("children_page_size", "must be between 0 and %d", MaxHierarchyChildren)
+	case pageSize == 0:
+		pageSize = MaxHierarchyChildren
+	}
+	filter := hierarchyFilterHash(id)
+	after, err := decodePageToken(req.GetChildrenPageToken(), filter)
+	if err != nil {
+		var inv *invalidError
+		if errors.As(err, &inv) {
+			return nil, invalid("children_page_token", "not a next_children_page_token of a previous GetCustomerHierarchy answer for this account")
+		}
+		return nil, err
+	}
 	var out *customerv1.GetCustomerHierarchyResponse
-	err := k.repo.view(ctx, func(tx txn) error {
+	err = k.repo.view(ctx, func(tx txn) error {
 		out = nil
 		c, err := visibleCustomer(tx, p, id)
 		if err != nil {
@@ -457,8 +474,22 @@ func (k *core) hierarchy(ctx context.Context, p auth.Principal, id string) (*cus
 		}
 		resp.Path = append(resp.Path, summary(c))
 		resp.Root = resp.Path[0]
-		var childErr error
-		err = tx.childIDs(c.GetId(), func(cid string) bool {
+		// Children the key may not see are skipped, with a bounded number
+		// examined per answer; a page cut short by that bound still names
+		// where to go on.
+		var (
+			childErr error
+			last     string
+			examined int
+			more     bool
+		)
+		err = tx.childIDs(c.GetId(), after, func(cid string) bool {
+			if len(resp.Children) == pageSize || examined == max(minListScan, 10*pageSize) {
+				more = true
+				return false
+			}
+			examined++
+			last = cid
 			child, err := tx.customer(cid)
 			if err != nil {
 				childErr = err
@@ -467,15 +498,25 @@ func (k *core) hierarchy(ctx context.Context, p auth.Principal, id string) (*cus
 			if child != nil && p.SeesRegion(child.GetRegion()) {
 				resp.Children = append(resp.Children, summary(child))
 			}
-			return len(resp.Children) < MaxHierarchyChildren
+			return true
 		})
 		if err = errors.Join(err, childErr); err != nil {
 			return err
+		}
+		if more {
+			resp.NextChildrenPageToken = encodePageToken(pageToken{After: last, Filter: filter})
 		}
 		out = resp
 		return nil
 	})
 	return out, err
+}
+
+// hierarchyFilterHash ties a children page token to its account.
+func hierarchyFilterHash(id string) string {
+	h := fnv.New64a()
+	fmt.Fprintf(h, "hierarchy|%q", id)
+	return strconv.FormatUint(h.Sum64(), 36)
 }
 
 func summary(c *customerv1.Customer) *customerv1.CustomerSummary {
@@ -934,7 +975,7 @@ func (k *core) prepare(tx txn, p auth.Principal, path string, old, next *custome
 	}
 	if old != nil && old.GetRegion() != next.GetRegion() {
 		hasChild := false
-		if err := tx.childIDs(next.GetId(), func(string) bool { hasChild = true; return false }); err != nil {
+		if err := tx.childIDs(next.GetId(), "", func(string) bool { hasChild = true; return false }); err != nil {
 			return nil, err
 		}
 		if hasChild {
@@ -1012,7 +1053,7 @@ func subtreeHeight(tx txn, id string, limit int) (int, error) {
 		h++
 		var next []string
 		for _, n := range level {
-			if err := tx.childIDs(n, func(c string) bool { next = append(next, c); return true }); err != nil {
+			if err := tx.childIDs(n, "", func(c string) bool { next = append(next, c); return true }); err != nil {
 				return 0, err
 			}
 		}

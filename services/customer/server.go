@@ -181,7 +181,7 @@ func (s *Server) GetCustomerHierarchy(ctx context.Context, req *customerv1.GetCu
 	if err := checkID("id", req.GetId()); err != nil {
 		return nil, apiError(ctx, err)
 	}
-	resp, err := s.core.hierarchy(ctx, p, req.GetId())
+	resp, err := s.core.hierarchy(ctx, p, req)
 	if err != nil {
 		return nil, apiError(ctx, err)
 	}

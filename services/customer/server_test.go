@@ -1394,3 +1394,66 @@ func BenchmarkBatchUpsert(b *testing.B) {
 	}
 	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "accounts/s")
 }
+
+// TestHierarchyChildrenPages pages through an account's children and
+// checks the refusals of bad page sizes and tokens.
+func TestHierarchyChildrenPages(t *testing.T) {
+	e := newEnv(t, storage.Options{NoSync: true})
+	root := e.create(t, admin(t), account("Root", "eu"))
+	var want []string
+	for i := range 7 {
+		c := e.create(t, admin(t), account(fmt.Sprintf("Child %d", i), "eu", parent(root.GetId())))
+		want = append(want, c.GetId())
+	}
+
+	var (
+		got   []string
+		token string
+		pages int
+	)
+	for {
+		resp, err := e.c.GetCustomerHierarchy(admin(t), &customerv1.GetCustomerHierarchyRequest{Id: root.GetId(), ChildrenPageSize: 3, ChildrenPageToken: token})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages++
+		if n := len(resp.GetChildren()); n > 3 {
+			t.Fatalf("page of %d children, want at most 3", n)
+		}
+		if resp.GetRoot().GetId() != root.GetId() {
+			t.Errorf("root %v", resp.GetRoot())
+		}
+		for _, c := range resp.GetChildren() {
+			got = append(got, c.GetId())
+		}
+		token = resp.GetNextChildrenPageToken()
+		if token == "" {
+			break
+		}
+		if pages > 5 {
+			t.Fatal("paging does not end")
+		}
+	}
+	if !slices.Equal(got, want) || pages != 3 {
+		t.Errorf("children %v in %d pages, want %v in 3", got, pages, want)
+	}
+
+	all, err := e.c.GetCustomerHierarchy(admin(t), &customerv1.GetCustomerHierarchyRequest{Id: root.GetId()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all.GetChildren()) != 7 || all.GetNextChildrenPageToken() != "" {
+		t.Errorf("default page: %d children, token %q; want all 7 and no token", len(all.GetChildren()), all.GetNextChildrenPageToken())
+	}
+
+	first, err := e.c.GetCustomerHierarchy(admin(t), &customerv1.GetCustomerHierarchyRequest{Id: root.GetId(), ChildrenPageSize: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.c.GetCustomerHierarchy(admin(t), &customerv1.GetCustomerHierarchyRequest{Id: want[0], ChildrenPageToken: first.GetNextChildrenPageToken()})
+	wantErr(t, err, codes.InvalidArgument, "INVALID_ARGUMENT", "children_page_token")
+	_, err = e.c.GetCustomerHierarchy(admin(t), &customerv1.GetCustomerHierarchyRequest{Id: root.GetId(), ChildrenPageToken: "not-a-token"})
+	wantErr(t, err, codes.InvalidArgument, "INVALID_ARGUMENT", "children_page_token")
+	_, err = e.c.GetCustomerHierarchy(admin(t), &customerv1.GetCustomerHierarchyRequest{Id: root.GetId(), ChildrenPageSize: 1001})
+	wantErr(t, err, codes.InvalidArgument, "INVALID_ARGUMENT", "children_page_size")
+}

@@ -81,8 +81,12 @@ func (t *storeTx) refHolder(system, refID string) (string, error) {
 	return string(pk), nil
 }
 
-func (t *storeTx) childIDs(parentID string, fn func(id string) bool) error {
-	return ixParent.Scan(t.tx, storage.KeyStrings(parentID), nil, 0, func(_, pk []byte) bool { return fn(string(pk)) })
+func (t *storeTx) childIDs(parentID, afterID string, fn func(id string) bool) error {
+	var after []byte
+	if afterID != "" {
+		after = []byte(afterID)
+	}
+	return ixParent.Scan(t.tx, storage.KeyStrings(parentID), after, 0, func(_, pk []byte) bool { return fn(string(pk)) })
 }
 
 func (t *storeTx) scan(ix listIndex, key []string, afterID string, fn func(*customerv1.Customer) bool) error {

@@ -68,7 +68,7 @@ func testRepository(t *testing.T, open func(t *testing.T) (repository, func() in
 		t.Helper()
 		var out []string
 		read(t, r, func(tx txn) error {
-			return tx.childIDs(parentID, func(id string) bool { out = append(out, id); return true })
+			return tx.childIDs(parentID, "", func(id string) bool { out = append(out, id); return true })
 		})
 		return out
 	}

@@ -1128,9 +1128,14 @@ func (x *BatchUpsertCustomersResponse) GetResults() []*BatchUpsertItemResult {
 type GetCustomerHierarchyRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Identifier of any account in the hierarchy.
-	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Children per answer, 1 to 1000; 0 means 1000.
+	ChildrenPageSize int32 `protobuf:"varint,2,opt,name=children_page_size,json=childrenPageSize,proto3" json:"children_page_size,omitempty"`
+	// next_children_page_token of a previous answer for the same account, to
+	// get the children after it.
+	ChildrenPageToken string `protobuf:"bytes,3,opt,name=children_page_token,json=childrenPageToken,proto3" json:"children_page_token,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *GetCustomerHierarchyRequest) Reset() {
@@ -1166,6 +1171,20 @@ func (*GetCustomerHierarchyRequest) Descriptor() ([]byte, []int) {
 func (x *GetCustomerHierarchyRequest) GetId() string {
 	if x != nil {
 		return x.Id
+	}
+	return ""
+}
+
+func (x *GetCustomerHierarchyRequest) GetChildrenPageSize() int32 {
+	if x != nil {
+		return x.ChildrenPageSize
+	}
+	return 0
+}
+
+func (x *GetCustomerHierarchyRequest) GetChildrenPageToken() string {
+	if x != nil {
+		return x.ChildrenPageToken
 	}
 	return ""
 }
@@ -1250,10 +1269,12 @@ type GetCustomerHierarchyResponse struct {
 	Root *CustomerSummary `protobuf:"bytes,1,opt,name=root,proto3" json:"root,omitempty"`
 	// Accounts from the root down to and including the requested account.
 	Path []*CustomerSummary `protobuf:"bytes,2,rep,name=path,proto3" json:"path,omitempty"`
-	// Direct children of the requested account.
-	Children      []*CustomerSummary `protobuf:"bytes,3,rep,name=children,proto3" json:"children,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Direct children of the requested account, in creation order, one page.
+	Children []*CustomerSummary `protobuf:"bytes,3,rep,name=children,proto3" json:"children,omitempty"`
+	// Token for the next page of children; empty when there are no more.
+	NextChildrenPageToken string `protobuf:"bytes,4,opt,name=next_children_page_token,json=nextChildrenPageToken,proto3" json:"next_children_page_token,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
 }
 
 func (x *GetCustomerHierarchyResponse) Reset() {
@@ -1305,6 +1326,13 @@ func (x *GetCustomerHierarchyResponse) GetChildren() []*CustomerSummary {
 		return x.Children
 	}
 	return nil
+}
+
+func (x *GetCustomerHierarchyResponse) GetNextChildrenPageToken() string {
+	if x != nil {
+		return x.NextChildrenPageToken
+	}
+	return ""
 }
 
 // BlockCustomerRequest is the input of BlockCustomer.
@@ -2015,18 +2043,22 @@ const file_millrace_customer_v1_customer_proto_rawDesc = "" +
 	"\x06result\x18\x03 \x01(\x0e2\".millrace.customer.v1.UpsertResultR\x06result\x12(\n" +
 	"\x05error\x18\x04 \x01(\v2\x12.google.rpc.StatusR\x05error\"e\n" +
 	"\x1cBatchUpsertCustomersResponse\x12E\n" +
-	"\aresults\x18\x01 \x03(\v2+.millrace.customer.v1.BatchUpsertItemResultR\aresults\"8\n" +
+	"\aresults\x18\x01 \x03(\v2+.millrace.customer.v1.BatchUpsertItemResultR\aresults\"\xac\x01\n" +
 	"\x1bGetCustomerHierarchyRequest\x12\x19\n" +
-	"\x02id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\x02id\"\x86\x01\n" +
+	"\x02id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\x02id\x128\n" +
+	"\x12children_page_size\x18\x02 \x01(\x05B\n" +
+	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\x10childrenPageSize\x128\n" +
+	"\x13children_page_token\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x04R\x11childrenPageToken\"\x86\x01\n" +
 	"\x0fCustomerSummary\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
 	"\fdisplay_name\x18\x02 \x01(\tR\vdisplayName\x12\x16\n" +
 	"\x06region\x18\x03 \x01(\tR\x06region\x12(\n" +
-	"\x10has_credit_limit\x18\x04 \x01(\bR\x0ehasCreditLimit\"\xd7\x01\n" +
+	"\x10has_credit_limit\x18\x04 \x01(\bR\x0ehasCreditLimit\"\x90\x02\n" +
 	"\x1cGetCustomerHierarchyResponse\x129\n" +
 	"\x04root\x18\x01 \x01(\v2%.millrace.customer.v1.CustomerSummaryR\x04root\x129\n" +
 	"\x04path\x18\x02 \x03(\v2%.millrace.customer.v1.CustomerSummaryR\x04path\x12A\n" +
-	"\bchildren\x18\x03 \x03(\v2%.millrace.customer.v1.CustomerSummaryR\bchildren\"S\n" +
+	"\bchildren\x18\x03 \x03(\v2%.millrace.customer.v1.CustomerSummaryR\bchildren\x127\n" +
+	"\x18next_children_page_token\x18\x04 \x01(\tR\x15nextChildrenPageToken\"S\n" +
 	"\x14BlockCustomerRequest\x12\x19\n" +
 	"\x02id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\x02id\x12 \n" +
 	"\x06reason\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\xf4\x03R\x06reason\"S\n" +

@@ -727,6 +727,8 @@ type upsertInput struct {
 	prefix string // "" or "items[3]." — where the request sits in the call
 	ref    *typev1.ExternalRef
 	c      *customerv1.Customer
+	// parentRef names the parent by reference; upsertTx resolves it.
+	parentRef *typev1.ExternalRef
 }
 
 // upsertResult is the outcome of one upsert.
@@ -752,6 +754,15 @@ func prepareUpsert(prefix string, req *customerv1.UpsertCustomerByExternalRefReq
 	}
 	c := writableCopy(req.GetCustomer())
 	checkCustomer(ch, prefix+"customer", c)
+	if pr := req.GetParentExternalRef(); pr != nil {
+		checkRef(ch, prefix+"parent_external_ref", pr)
+		if c.GetParentId() != "" {
+			ch.add(prefix+"parent_external_ref", "set either customer.parent_id or parent_external_ref, not both")
+		}
+		if ref != nil && pr.GetSystem() == ref.GetSystem() && pr.GetId() == ref.GetId() {
+			ch.add(prefix+"parent_external_ref", "names the account itself; an account cannot be its own parent")
+		}
+	}
 	if err := ch.err(); err != nil {
 		return nil, err
 	}
@@ -773,7 +784,11 @@ func prepareUpsert(prefix string, req *customerv1.UpsertCustomerByExternalRefReq
 		c.ExternalRefs = append(c.ExternalRefs, proto.Clone(ref).(*typev1.ExternalRef))
 	}
 	normalize(c)
-	return &upsertInput{prefix: prefix, ref: ref, c: c}, nil
+	in := &upsertInput{prefix: prefix, ref: ref, c: c}
+	if pr := req.GetParentExternalRef(); pr != nil {
+		in.parentRef = proto.Clone(pr).(*typev1.ExternalRef)
+	}
+	return in, nil
 }
 
 func (k *core) upsert(ctx context.Context, p auth.Principal, req *customerv1.UpsertCustomerByExternalRefRequest) upsertResult {
@@ -804,6 +819,31 @@ func (k *core) upsertOne(ctx context.Context, p auth.Principal, in *upsertInput)
 // keep their stored values.
 func (k *core) upsertTx(ctx context.Context, tx txn, p auth.Principal, in *upsertInput) (upsertResult, error) {
 	path := in.prefix + "customer"
+	if in.parentRef != nil {
+		// Resolve the parent on a copy: a batch may run this item again.
+		parent, err := tx.refHolder(in.parentRef.GetSystem(), in.parentRef.GetId())
+		if err != nil {
+			return upsertResult{}, err
+		}
+		if parent != "" {
+			pc, err := tx.customer(parent)
+			if err != nil {
+				return upsertResult{}, err
+			}
+			if pc == nil || !p.SeesRegion(pc.GetRegion()) {
+				parent = ""
+			}
+		}
+		if parent == "" {
+			return upsertResult{}, invalid(in.prefix+"parent_external_ref", "no account holds %s reference %q; upsert the parent first (in a batch, an earlier item counts)",
+				in.parentRef.GetSystem(), in.parentRef.GetId())
+		}
+		resolved := *in
+		resolved.c = proto.Clone(in.c).(*customerv1.Customer)
+		resolved.c.ParentId = parent
+		resolved.parentRef = nil
+		in = &resolved
+	}
 	holder, err := tx.refHolder(in.ref.GetSystem(), in.ref.GetId())
 	if err != nil {
 		return upsertResult{}, err

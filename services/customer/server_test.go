@@ -1457,3 +1457,64 @@ func TestHierarchyChildrenPages(t *testing.T) {
 	_, err = e.c.GetCustomerHierarchy(admin(t), &customerv1.GetCustomerHierarchyRequest{Id: root.GetId(), ChildrenPageSize: 1001})
 	wantErr(t, err, codes.InvalidArgument, "INVALID_ARGUMENT", "children_page_size")
 }
+
+// TestUpsertParentByExternalRef loads a hierarchy the way a CRM knows it,
+// by its own ids: parents named by reference, in one batch and one by one,
+// and the refusals of an unknown parent, a parent set twice and an account
+// naming itself.
+func TestUpsertParentByExternalRef(t *testing.T) {
+	e := newEnv(t, storage.Options{NoSync: true})
+	sf := func(id string) *typev1.ExternalRef { return &typev1.ExternalRef{System: "salesforce", Id: id} }
+	item := func(id, name string, parentRef *typev1.ExternalRef) *customerv1.UpsertCustomerByExternalRefRequest {
+		return &customerv1.UpsertCustomerByExternalRefRequest{ExternalRef: sf(id), Customer: account(name, "eu"), ParentExternalRef: parentRef}
+	}
+	resp, err := e.c.BatchUpsertCustomers(admin(t), &customerv1.BatchUpsertCustomersRequest{Items: []*customerv1.UpsertCustomerByExternalRefRequest{
+		item("001A", "Group", nil),
+		item("001B", "Subsidiary", sf("001A")),
+		item("001C", "Plant", sf("001B")),
+		item("001D", "Orphan", sf("001Z")),
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := resp.GetResults()
+	for i := range 3 {
+		if res[i].GetError() != nil {
+			t.Fatalf("item %d: %v", i, res[i].GetError())
+		}
+	}
+	if res[3].GetError() == nil || !strings.Contains(res[3].GetError().GetMessage(), "001Z") {
+		t.Errorf("unknown parent: %v, want an error naming the reference", res[3].GetError())
+	}
+	h, err := e.c.GetCustomerHierarchy(admin(t), &customerv1.GetCustomerHierarchyRequest{Id: res[2].GetCustomerId()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var path []string
+	for _, s := range h.GetPath() {
+		path = append(path, s.GetId())
+	}
+	if want := []string{res[0].GetCustomerId(), res[1].GetCustomerId(), res[2].GetCustomerId()}; !slices.Equal(path, want) {
+		t.Errorf("path %v, want %v", path, want)
+	}
+
+	// Moving the plant under the group, one by one.
+	one, err := e.c.UpsertCustomerByExternalRef(admin(t), item("001C", "Plant", sf("001A")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if one.GetCustomer().GetParentId() != res[0].GetCustomerId() || one.GetResult() != customerv1.UpsertResult_UPSERT_RESULT_UPDATED {
+		t.Errorf("after the move: parent %s, result %s", one.GetCustomer().GetParentId(), one.GetResult())
+	}
+
+	before := e.snapshot(t)
+	both := item("001E", "Both", sf("001A"))
+	both.Customer.ParentId = res[0].GetCustomerId()
+	_, err = e.c.UpsertCustomerByExternalRef(admin(t), both)
+	wantErr(t, err, codes.InvalidArgument, "INVALID_ARGUMENT", "parent_external_ref")
+	_, err = e.c.UpsertCustomerByExternalRef(admin(t), item("001E", "Self", sf("001E")))
+	wantErr(t, err, codes.InvalidArgument, "INVALID_ARGUMENT", "parent_external_ref")
+	_, err = e.c.UpsertCustomerByExternalRef(admin(t), item("001E", "Lost", sf("nope")))
+	wantErr(t, err, codes.InvalidArgument, "INVALID_ARGUMENT", "parent_external_ref")
+	e.unchangedSince(t, before)
+}

@@ -855,9 +855,14 @@ type UpsertCustomerByExternalRefRequest struct {
 	ExternalRef *v1.ExternalRef `protobuf:"bytes,1,opt,name=external_ref,json=externalRef,proto3" json:"external_ref,omitempty"`
 	// The account's values. On update, every writable field is replaced except
 	// ERP-owned fields when the caller does not own them.
-	Customer      *Customer `protobuf:"bytes,2,opt,name=customer,proto3" json:"customer,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Customer *Customer `protobuf:"bytes,2,opt,name=customer,proto3" json:"customer,omitempty"`
+	// The parent account by its reference in a calling system, for callers
+	// that do not know Millrace ids; it sets customer.parent_id, which must
+	// then be empty. The parent must exist: in a batch, an earlier item
+	// counts.
+	ParentExternalRef *v1.ExternalRef `protobuf:"bytes,3,opt,name=parent_external_ref,json=parentExternalRef,proto3" json:"parent_external_ref,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *UpsertCustomerByExternalRefRequest) Reset() {
@@ -900,6 +905,13 @@ func (x *UpsertCustomerByExternalRefRequest) GetExternalRef() *v1.ExternalRef {
 func (x *UpsertCustomerByExternalRefRequest) GetCustomer() *Customer {
 	if x != nil {
 		return x.Customer
+	}
+	return nil
+}
+
+func (x *UpsertCustomerByExternalRefRequest) GetParentExternalRef() *v1.ExternalRef {
+	if x != nil {
+		return x.ParentExternalRef
 	}
 	return nil
 }
@@ -2027,10 +2039,11 @@ const file_millrace_customer_v1_customer_proto_rawDesc = "" +
 	"\vupdate_mask\x18\x02 \x01(\v2\x1a.google.protobuf.FieldMaskB\x06\xbaH\x03\xc8\x01\x01R\n" +
 	"updateMask\"T\n" +
 	"\x16UpdateCustomerResponse\x12:\n" +
-	"\bcustomer\x18\x01 \x01(\v2\x1e.millrace.customer.v1.CustomerR\bcustomer\"\xb2\x01\n" +
+	"\bcustomer\x18\x01 \x01(\v2\x1e.millrace.customer.v1.CustomerR\bcustomer\"\x81\x02\n" +
 	"\"UpsertCustomerByExternalRefRequest\x12H\n" +
 	"\fexternal_ref\x18\x01 \x01(\v2\x1d.millrace.type.v1.ExternalRefB\x06\xbaH\x03\xc8\x01\x01R\vexternalRef\x12B\n" +
-	"\bcustomer\x18\x02 \x01(\v2\x1e.millrace.customer.v1.CustomerB\x06\xbaH\x03\xc8\x01\x01R\bcustomer\"\x9d\x01\n" +
+	"\bcustomer\x18\x02 \x01(\v2\x1e.millrace.customer.v1.CustomerB\x06\xbaH\x03\xc8\x01\x01R\bcustomer\x12M\n" +
+	"\x13parent_external_ref\x18\x03 \x01(\v2\x1d.millrace.type.v1.ExternalRefR\x11parentExternalRef\"\x9d\x01\n" +
 	"#UpsertCustomerByExternalRefResponse\x12:\n" +
 	"\bcustomer\x18\x01 \x01(\v2\x1e.millrace.customer.v1.CustomerR\bcustomer\x12:\n" +
 	"\x06result\x18\x02 \x01(\x0e2\".millrace.customer.v1.UpsertResultR\x06result\"z\n" +
@@ -2196,56 +2209,57 @@ var file_millrace_customer_v1_customer_proto_depIdxs = []int32{
 	3,  // 14: millrace.customer.v1.UpdateCustomerResponse.customer:type_name -> millrace.customer.v1.Customer
 	32, // 15: millrace.customer.v1.UpsertCustomerByExternalRefRequest.external_ref:type_name -> millrace.type.v1.ExternalRef
 	3,  // 16: millrace.customer.v1.UpsertCustomerByExternalRefRequest.customer:type_name -> millrace.customer.v1.Customer
-	3,  // 17: millrace.customer.v1.UpsertCustomerByExternalRefResponse.customer:type_name -> millrace.customer.v1.Customer
-	1,  // 18: millrace.customer.v1.UpsertCustomerByExternalRefResponse.result:type_name -> millrace.customer.v1.UpsertResult
-	12, // 19: millrace.customer.v1.BatchUpsertCustomersRequest.items:type_name -> millrace.customer.v1.UpsertCustomerByExternalRefRequest
-	1,  // 20: millrace.customer.v1.BatchUpsertItemResult.result:type_name -> millrace.customer.v1.UpsertResult
-	36, // 21: millrace.customer.v1.BatchUpsertItemResult.error:type_name -> google.rpc.Status
-	15, // 22: millrace.customer.v1.BatchUpsertCustomersResponse.results:type_name -> millrace.customer.v1.BatchUpsertItemResult
-	18, // 23: millrace.customer.v1.GetCustomerHierarchyResponse.root:type_name -> millrace.customer.v1.CustomerSummary
-	18, // 24: millrace.customer.v1.GetCustomerHierarchyResponse.path:type_name -> millrace.customer.v1.CustomerSummary
-	18, // 25: millrace.customer.v1.GetCustomerHierarchyResponse.children:type_name -> millrace.customer.v1.CustomerSummary
-	3,  // 26: millrace.customer.v1.BlockCustomerResponse.customer:type_name -> millrace.customer.v1.Customer
-	3,  // 27: millrace.customer.v1.UnblockCustomerResponse.customer:type_name -> millrace.customer.v1.Customer
-	33, // 28: millrace.customer.v1.CheckCreditRequest.amount:type_name -> millrace.type.v1.Money
-	33, // 29: millrace.customer.v1.CreditPosition.limit:type_name -> millrace.type.v1.Money
-	33, // 30: millrace.customer.v1.CreditPosition.exposure:type_name -> millrace.type.v1.Money
-	33, // 31: millrace.customer.v1.CreditPosition.available:type_name -> millrace.type.v1.Money
-	2,  // 32: millrace.customer.v1.CheckCreditResponse.decision:type_name -> millrace.customer.v1.CreditDecision
-	25, // 33: millrace.customer.v1.CheckCreditResponse.position:type_name -> millrace.customer.v1.CreditPosition
-	33, // 34: millrace.customer.v1.ReserveCreditRequest.amount:type_name -> millrace.type.v1.Money
-	2,  // 35: millrace.customer.v1.ReserveCreditResponse.decision:type_name -> millrace.customer.v1.CreditDecision
-	25, // 36: millrace.customer.v1.ReserveCreditResponse.position:type_name -> millrace.customer.v1.CreditPosition
-	25, // 37: millrace.customer.v1.ReleaseCreditResponse.position:type_name -> millrace.customer.v1.CreditPosition
-	4,  // 38: millrace.customer.v1.CustomerService.CreateCustomer:input_type -> millrace.customer.v1.CreateCustomerRequest
-	6,  // 39: millrace.customer.v1.CustomerService.GetCustomer:input_type -> millrace.customer.v1.GetCustomerRequest
-	8,  // 40: millrace.customer.v1.CustomerService.ListCustomers:input_type -> millrace.customer.v1.ListCustomersRequest
-	10, // 41: millrace.customer.v1.CustomerService.UpdateCustomer:input_type -> millrace.customer.v1.UpdateCustomerRequest
-	12, // 42: millrace.customer.v1.CustomerService.UpsertCustomerByExternalRef:input_type -> millrace.customer.v1.UpsertCustomerByExternalRefRequest
-	14, // 43: millrace.customer.v1.CustomerService.BatchUpsertCustomers:input_type -> millrace.customer.v1.BatchUpsertCustomersRequest
-	17, // 44: millrace.customer.v1.CustomerService.GetCustomerHierarchy:input_type -> millrace.customer.v1.GetCustomerHierarchyRequest
-	20, // 45: millrace.customer.v1.CustomerService.BlockCustomer:input_type -> millrace.customer.v1.BlockCustomerRequest
-	22, // 46: millrace.customer.v1.CustomerService.UnblockCustomer:input_type -> millrace.customer.v1.UnblockCustomerRequest
-	24, // 47: millrace.customer.v1.CustomerService.CheckCredit:input_type -> millrace.customer.v1.CheckCreditRequest
-	27, // 48: millrace.customer.v1.CustomerService.ReserveCredit:input_type -> millrace.customer.v1.ReserveCreditRequest
-	29, // 49: millrace.customer.v1.CustomerService.ReleaseCredit:input_type -> millrace.customer.v1.ReleaseCreditRequest
-	5,  // 50: millrace.customer.v1.CustomerService.CreateCustomer:output_type -> millrace.customer.v1.CreateCustomerResponse
-	7,  // 51: millrace.customer.v1.CustomerService.GetCustomer:output_type -> millrace.customer.v1.GetCustomerResponse
-	9,  // 52: millrace.customer.v1.CustomerService.ListCustomers:output_type -> millrace.customer.v1.ListCustomersResponse
-	11, // 53: millrace.customer.v1.CustomerService.UpdateCustomer:output_type -> millrace.customer.v1.UpdateCustomerResponse
-	13, // 54: millrace.customer.v1.CustomerService.UpsertCustomerByExternalRef:output_type -> millrace.customer.v1.UpsertCustomerByExternalRefResponse
-	16, // 55: millrace.customer.v1.CustomerService.BatchUpsertCustomers:output_type -> millrace.customer.v1.BatchUpsertCustomersResponse
-	19, // 56: millrace.customer.v1.CustomerService.GetCustomerHierarchy:output_type -> millrace.customer.v1.GetCustomerHierarchyResponse
-	21, // 57: millrace.customer.v1.CustomerService.BlockCustomer:output_type -> millrace.customer.v1.BlockCustomerResponse
-	23, // 58: millrace.customer.v1.CustomerService.UnblockCustomer:output_type -> millrace.customer.v1.UnblockCustomerResponse
-	26, // 59: millrace.customer.v1.CustomerService.CheckCredit:output_type -> millrace.customer.v1.CheckCreditResponse
-	28, // 60: millrace.customer.v1.CustomerService.ReserveCredit:output_type -> millrace.customer.v1.ReserveCreditResponse
-	30, // 61: millrace.customer.v1.CustomerService.ReleaseCredit:output_type -> millrace.customer.v1.ReleaseCreditResponse
-	50, // [50:62] is the sub-list for method output_type
-	38, // [38:50] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	32, // 17: millrace.customer.v1.UpsertCustomerByExternalRefRequest.parent_external_ref:type_name -> millrace.type.v1.ExternalRef
+	3,  // 18: millrace.customer.v1.UpsertCustomerByExternalRefResponse.customer:type_name -> millrace.customer.v1.Customer
+	1,  // 19: millrace.customer.v1.UpsertCustomerByExternalRefResponse.result:type_name -> millrace.customer.v1.UpsertResult
+	12, // 20: millrace.customer.v1.BatchUpsertCustomersRequest.items:type_name -> millrace.customer.v1.UpsertCustomerByExternalRefRequest
+	1,  // 21: millrace.customer.v1.BatchUpsertItemResult.result:type_name -> millrace.customer.v1.UpsertResult
+	36, // 22: millrace.customer.v1.BatchUpsertItemResult.error:type_name -> google.rpc.Status
+	15, // 23: millrace.customer.v1.BatchUpsertCustomersResponse.results:type_name -> millrace.customer.v1.BatchUpsertItemResult
+	18, // 24: millrace.customer.v1.GetCustomerHierarchyResponse.root:type_name -> millrace.customer.v1.CustomerSummary
+	18, // 25: millrace.customer.v1.GetCustomerHierarchyResponse.path:type_name -> millrace.customer.v1.CustomerSummary
+	18, // 26: millrace.customer.v1.GetCustomerHierarchyResponse.children:type_name -> millrace.customer.v1.CustomerSummary
+	3,  // 27: millrace.customer.v1.BlockCustomerResponse.customer:type_name -> millrace.customer.v1.Customer
+	3,  // 28: millrace.customer.v1.UnblockCustomerResponse.customer:type_name -> millrace.customer.v1.Customer
+	33, // 29: millrace.customer.v1.CheckCreditRequest.amount:type_name -> millrace.type.v1.Money
+	33, // 30: millrace.customer.v1.CreditPosition.limit:type_name -> millrace.type.v1.Money
+	33, // 31: millrace.customer.v1.CreditPosition.exposure:type_name -> millrace.type.v1.Money
+	33, // 32: millrace.customer.v1.CreditPosition.available:type_name -> millrace.type.v1.Money
+	2,  // 33: millrace.customer.v1.CheckCreditResponse.decision:type_name -> millrace.customer.v1.CreditDecision
+	25, // 34: millrace.customer.v1.CheckCreditResponse.position:type_name -> millrace.customer.v1.CreditPosition
+	33, // 35: millrace.customer.v1.ReserveCreditRequest.amount:type_name -> millrace.type.v1.Money
+	2,  // 36: millrace.customer.v1.ReserveCreditResponse.decision:type_name -> millrace.customer.v1.CreditDecision
+	25, // 37: millrace.customer.v1.ReserveCreditResponse.position:type_name -> millrace.customer.v1.CreditPosition
+	25, // 38: millrace.customer.v1.ReleaseCreditResponse.position:type_name -> millrace.customer.v1.CreditPosition
+	4,  // 39: millrace.customer.v1.CustomerService.CreateCustomer:input_type -> millrace.customer.v1.CreateCustomerRequest
+	6,  // 40: millrace.customer.v1.CustomerService.GetCustomer:input_type -> millrace.customer.v1.GetCustomerRequest
+	8,  // 41: millrace.customer.v1.CustomerService.ListCustomers:input_type -> millrace.customer.v1.ListCustomersRequest
+	10, // 42: millrace.customer.v1.CustomerService.UpdateCustomer:input_type -> millrace.customer.v1.UpdateCustomerRequest
+	12, // 43: millrace.customer.v1.CustomerService.UpsertCustomerByExternalRef:input_type -> millrace.customer.v1.UpsertCustomerByExternalRefRequest
+	14, // 44: millrace.customer.v1.CustomerService.BatchUpsertCustomers:input_type -> millrace.customer.v1.BatchUpsertCustomersRequest
+	17, // 45: millrace.customer.v1.CustomerService.GetCustomerHierarchy:input_type -> millrace.customer.v1.GetCustomerHierarchyRequest
+	20, // 46: millrace.customer.v1.CustomerService.BlockCustomer:input_type -> millrace.customer.v1.BlockCustomerRequest
+	22, // 47: millrace.customer.v1.CustomerService.UnblockCustomer:input_type -> millrace.customer.v1.UnblockCustomerRequest
+	24, // 48: millrace.customer.v1.CustomerService.CheckCredit:input_type -> millrace.customer.v1.CheckCreditRequest
+	27, // 49: millrace.customer.v1.CustomerService.ReserveCredit:input_type -> millrace.customer.v1.ReserveCreditRequest
+	29, // 50: millrace.customer.v1.CustomerService.ReleaseCredit:input_type -> millrace.customer.v1.ReleaseCreditRequest
+	5,  // 51: millrace.customer.v1.CustomerService.CreateCustomer:output_type -> millrace.customer.v1.CreateCustomerResponse
+	7,  // 52: millrace.customer.v1.CustomerService.GetCustomer:output_type -> millrace.customer.v1.GetCustomerResponse
+	9,  // 53: millrace.customer.v1.CustomerService.ListCustomers:output_type -> millrace.customer.v1.ListCustomersResponse
+	11, // 54: millrace.customer.v1.CustomerService.UpdateCustomer:output_type -> millrace.customer.v1.UpdateCustomerResponse
+	13, // 55: millrace.customer.v1.CustomerService.UpsertCustomerByExternalRef:output_type -> millrace.customer.v1.UpsertCustomerByExternalRefResponse
+	16, // 56: millrace.customer.v1.CustomerService.BatchUpsertCustomers:output_type -> millrace.customer.v1.BatchUpsertCustomersResponse
+	19, // 57: millrace.customer.v1.CustomerService.GetCustomerHierarchy:output_type -> millrace.customer.v1.GetCustomerHierarchyResponse
+	21, // 58: millrace.customer.v1.CustomerService.BlockCustomer:output_type -> millrace.customer.v1.BlockCustomerResponse
+	23, // 59: millrace.customer.v1.CustomerService.UnblockCustomer:output_type -> millrace.customer.v1.UnblockCustomerResponse
+	26, // 60: millrace.customer.v1.CustomerService.CheckCredit:output_type -> millrace.customer.v1.CheckCreditResponse
+	28, // 61: millrace.customer.v1.CustomerService.ReserveCredit:output_type -> millrace.customer.v1.ReserveCreditResponse
+	30, // 62: millrace.customer.v1.CustomerService.ReleaseCredit:output_type -> millrace.customer.v1.ReleaseCreditResponse
+	51, // [51:63] is the sub-list for method output_type
+	39, // [39:51] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_millrace_customer_v1_customer_proto_init() }

@@ -702,12 +702,16 @@ func (k *core) setStatus(ctx context.Context, p auth.Principal, id string, statu
 			return nil
 		}
 		next := proto.Clone(old).(*customerv1.Customer)
-		next.Status = status
+		next.Status, next.StatusReason = status, reason
 		k.bump(old, next)
 		if err := tx.putCustomer(old, next); err != nil {
 			return err
 		}
-		if err := tx.emit(next, &eventsv1.CustomerUpdated{Customer: next, ChangedFields: []string{"status"}}); err != nil {
+		changed := []string{"status"}
+		if next.GetStatusReason() != old.GetStatusReason() {
+			changed = append(changed, "status_reason")
+		}
+		if err := tx.emit(next, &eventsv1.CustomerUpdated{Customer: next, ChangedFields: changed}); err != nil {
 			return err
 		}
 		out = next
@@ -716,7 +720,6 @@ func (k *core) setStatus(ctx context.Context, p auth.Principal, id string, statu
 	if err != nil {
 		return nil, err
 	}
-	// The contract has no field for the reason yet; the log keeps it.
 	slog.InfoContext(ctx, "customer status changed", "customer_id", id, "status", statusKey(status), "reason", reason, "key_id", p.KeyID)
 	return out, nil
 }
@@ -1229,6 +1232,7 @@ func changedFields(old, next *customerv1.Customer) []string {
 func writableCopy(in *customerv1.Customer) *customerv1.Customer {
 	c := proto.Clone(in).(*customerv1.Customer)
 	c.Id, c.Status, c.Etag, c.CreateTime, c.UpdateTime = "", customerv1.CustomerStatus_CUSTOMER_STATUS_UNSPECIFIED, "", nil, nil
+	c.StatusReason = ""
 	return c
 }
 

@@ -999,11 +999,22 @@ func TestBlockAndUnblock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if b.GetCustomer().GetStatus() != customerv1.CustomerStatus_CUSTOMER_STATUS_BLOCKED || b.GetCustomer().GetEtag() != "2" {
+	if b.GetCustomer().GetStatus() != customerv1.CustomerStatus_CUSTOMER_STATUS_BLOCKED || b.GetCustomer().GetEtag() != "2" ||
+		b.GetCustomer().GetStatusReason() != "invoices 90 days overdue" {
 		t.Fatalf("after block: %v", b.GetCustomer())
 	}
+	// The reason is output only: an update cannot set or clear it.
+	upd, err := e.c.UpdateCustomer(admin(t), &customerv1.UpdateCustomerRequest{
+		Customer:   &customerv1.Customer{Id: c.GetId(), DisplayName: "Late payer GmbH", StatusReason: "forged"},
+		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"display_name"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if upd.GetCustomer().GetStatusReason() != "invoices 90 days overdue" {
+		t.Errorf("reason after an update: %q", upd.GetCustomer().GetStatusReason())
+	}
 	again, err := e.c.BlockCustomer(erp, &customerv1.BlockCustomerRequest{Id: c.GetId()})
-	if err != nil || again.GetCustomer().GetEtag() != "2" {
+	if err != nil || again.GetCustomer().GetEtag() != "3" {
 		t.Errorf("blocking twice: %v etag %q, want a no-op", err, again.GetCustomer().GetEtag())
 	}
 	chk, err := e.c.CheckCredit(erp, &customerv1.CheckCreditRequest{Id: c.GetId(), Amount: money("EUR", "1")})
@@ -1017,10 +1028,10 @@ func TestBlockAndUnblock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if u.GetCustomer().GetStatus() != customerv1.CustomerStatus_CUSTOMER_STATUS_ACTIVE || u.GetCustomer().GetEtag() != "3" {
+	if u.GetCustomer().GetStatus() != customerv1.CustomerStatus_CUSTOMER_STATUS_ACTIVE || u.GetCustomer().GetEtag() != "4" || u.GetCustomer().GetStatusReason() != "paid" {
 		t.Errorf("after unblock: %v", u.GetCustomer())
 	}
-	if got := eventTypes(e.events(t)); !slices.Equal(got, []string{"CustomerCreated", "CreditLimitChanged", "CustomerUpdated", "CustomerUpdated"}) {
+	if got := eventTypes(e.events(t)); !slices.Equal(got, []string{"CustomerCreated", "CreditLimitChanged", "CustomerUpdated", "CustomerUpdated", "CustomerUpdated"}) {
 		t.Errorf("events %v", got)
 	}
 	_, err = e.c.BlockCustomer(erp, &customerv1.BlockCustomerRequest{Id: c.GetId(), Reason: strings.Repeat("x", 501)})

@@ -239,7 +239,10 @@ type Customer struct {
 	// Time the account was created (UTC).
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,18,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// Time the account was last changed (UTC).
-	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,19,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,19,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// Why the account got its status: the reason given to the last
+	// BlockCustomer or UnblockCustomer; empty when none was given.
+	StatusReason  string `protobuf:"bytes,20,opt,name=status_reason,json=statusReason,proto3" json:"status_reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -405,6 +408,13 @@ func (x *Customer) GetUpdateTime() *timestamppb.Timestamp {
 		return x.UpdateTime
 	}
 	return nil
+}
+
+func (x *Customer) GetStatusReason() string {
+	if x != nil {
+		return x.StatusReason
+	}
+	return ""
 }
 
 // CreateCustomerRequest is the input of CreateCustomer.
@@ -1986,7 +1996,7 @@ var File_millrace_customer_v1_customer_proto protoreflect.FileDescriptor
 
 const file_millrace_customer_v1_customer_proto_rawDesc = "" +
 	"\n" +
-	"#millrace/customer/v1/customer.proto\x12\x14millrace.customer.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x1cmillrace/type/v1/types.proto\"\xfc\a\n" +
+	"#millrace/customer/v1/customer.proto\x12\x14millrace.customer.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x1cmillrace/type/v1/types.proto\"\xa6\b\n" +
 	"\bCustomer\x12\x13\n" +
 	"\x02id\x18\x01 \x01(\tB\x03\xe0A\x03R\x02id\x12-\n" +
 	"\fdisplay_name\x18\x02 \x01(\tB\n" +
@@ -2012,7 +2022,8 @@ const file_millrace_customer_v1_customer_proto_rawDesc = "" +
 	"\vcreate_time\x18\x12 \x01(\v2\x1a.google.protobuf.TimestampB\x03\xe0A\x03R\n" +
 	"createTime\x12@\n" +
 	"\vupdate_time\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampB\x03\xe0A\x03R\n" +
-	"updateTime\"[\n" +
+	"updateTime\x12(\n" +
+	"\rstatus_reason\x18\x14 \x01(\tB\x03\xe0A\x03R\fstatusReason\"[\n" +
 	"\x15CreateCustomerRequest\x12B\n" +
 	"\bcustomer\x18\x01 \x01(\v2\x1e.millrace.customer.v1.CustomerB\x06\xbaH\x03\xc8\x01\x01R\bcustomer\"T\n" +
 	"\x16CreateCustomerResponse\x12:\n" +

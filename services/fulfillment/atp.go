@@ -1,6 +1,7 @@
 package fulfillment
 
 import (
+	"cmp"
 	"slices"
 	"strings"
 	"time"
@@ -76,46 +77,58 @@ type curve struct {
 // receipts already past due are left out, which tells stock on hand apart
 // from late production.
 func (s *supply) curve(now time.Time, withPastDue bool) curve {
-	// Keyed by instant, so equal times from different decodings meet.
-	deltas := map[int64]*money.Decimal{now.UnixNano(): s.onHand}
-	add := func(at time.Time, q *money.Decimal, sign int) {
-		if at.Before(now) {
-			at = now
-		}
-		if sign < 0 {
-			q = money.Sub(money.Zero(), q)
-		}
-		if d, ok := deltas[at.UnixNano()]; ok {
-			deltas[at.UnixNano()] = money.Add(d, q)
-		} else {
-			deltas[at.UnixNano()] = q
-		}
+	// Changes keyed by instant, so equal times from different decodings
+	// meet; anything before now happens now.
+	type change struct {
+		at  int64
+		qty *money.Decimal
+		out bool // demand: taken away
 	}
+	nowNano := now.UnixNano()
+	instant := func(at time.Time) int64 {
+		if at.Before(now) {
+			return nowNano
+		}
+		return at.UnixNano()
+	}
+	changes := make([]change, 0, len(s.plans)+len(s.demand))
 	for _, p := range s.plans {
 		if !withPastDue && !p.at.After(now) {
 			continue
 		}
-		add(p.at, p.qty, +1)
+		changes = append(changes, change{at: instant(p.at), qty: p.qty})
 	}
 	for _, d := range s.demand {
-		add(d.at, d.qty, -1)
+		changes = append(changes, change{at: instant(d.at), qty: d.qty, out: true})
 	}
-	instants := make([]int64, 0, len(deltas))
-	for at := range deltas {
-		instants = append(instants, at)
+	slices.SortFunc(changes, func(x, y change) int { return cmp.Compare(x.at, y.at) })
+
+	// The net supply after each instant, on hand now first, then the least
+	// of it from each instant on.
+	c := curve{dates: make([]time.Time, 0, len(changes)+1), atp: make([]*money.Decimal, 0, len(changes)+1)}
+	run := s.onHand
+	for i, ch := range changes {
+		if ch.at != nowNano && i == 0 {
+			c.dates = append(c.dates, time.Unix(0, nowNano).UTC())
+			c.atp = append(c.atp, run)
+		}
+		if ch.out {
+			run = money.Sub(run, ch.qty)
+		} else {
+			run = money.Add(run, ch.qty)
+		}
+		if i+1 < len(changes) && changes[i+1].at == ch.at {
+			continue
+		}
+		c.dates = append(c.dates, time.Unix(0, ch.at).UTC())
+		c.atp = append(c.atp, run)
 	}
-	slices.Sort(instants)
-	c := curve{dates: make([]time.Time, len(instants)), atp: make([]*money.Decimal, len(instants))}
-	net := make([]*money.Decimal, len(instants))
-	run := money.Zero()
-	for i, at := range instants {
-		c.dates[i] = time.Unix(0, at).UTC()
-		run = money.Add(run, deltas[at])
-		net[i] = run
+	if len(changes) == 0 {
+		c.dates = append(c.dates, time.Unix(0, nowNano).UTC())
+		c.atp = append(c.atp, run)
 	}
-	for i := len(net) - 1; i >= 0; i-- {
-		c.atp[i] = net[i]
-		if i+1 < len(net) && money.Cmp(c.atp[i+1], net[i]) < 0 {
+	for i := len(c.atp) - 2; i >= 0; i-- {
+		if money.Cmp(c.atp[i+1], c.atp[i]) < 0 {
 			c.atp[i] = c.atp[i+1]
 		}
 	}
@@ -130,10 +143,13 @@ func (c curve) at(d time.Time) *money.Decimal {
 		i--
 	}
 	if i < 0 || c.atp[i].Sign() <= 0 {
-		return money.Zero()
+		return zero
 	}
 	return c.atp[i]
 }
+
+// zero is nothing; never changed.
+var zero = money.Zero()
 
 // earliest returns the first date q can be promised.
 func (c curve) earliest(q *money.Decimal) (time.Time, bool) {
@@ -206,8 +222,10 @@ func (a *allocator) better(arrA time.Time, sa siteInfo, arrB time.Time, sb siteI
 func (a *allocator) allocate(sku string, q *money.Decimal, split bool) ([]source, bool) {
 	sups := a.items[sku]
 	curves := make([]curve, len(sups))
+	transit := make([]time.Duration, len(sups)) // to the ship-to region
 	for i, s := range sups {
 		curves[i] = s.curve(a.now, true)
+		transit[i] = days(s.site.transitDays(a.region))
 	}
 
 	// The best single site.
@@ -218,13 +236,13 @@ func (a *allocator) allocate(sku string, q *money.Decimal, split bool) ([]source
 		if !ok {
 			continue
 		}
-		arr := at.Add(days(s.site.transitDays(a.region)))
+		arr := at.Add(transit[i])
 		if best < 0 || a.better(arr, s.site, bestArr, sups[best].site) {
 			best, bestAt, bestArr = i, at, arr
 		}
 	}
 	if split {
-		if srcs, ok := a.split(sups, curves, q, best, bestArr); ok {
+		if srcs, ok := a.split(sups, curves, transit, q, best, bestArr); ok {
 			return srcs, true
 		}
 	}
@@ -238,18 +256,17 @@ func (a *allocator) allocate(sku string, q *money.Decimal, split bool) ([]source
 // deliver q. When a single site arrives by T too, split reports false and
 // the caller uses that site: a line is split only to arrive earlier or to
 // be covered at all.
-func (a *allocator) split(sups []*supply, curves []curve, q *money.Decimal, best int, bestArr time.Time) ([]source, bool) {
+func (a *allocator) split(sups []*supply, curves []curve, transit []time.Duration, q *money.Decimal, best int, bestArr time.Time) ([]source, bool) {
 	var ts []time.Time
-	for i, s := range sups {
-		tr := days(s.site.transitDays(a.region))
+	for i := range sups {
 		for _, d := range curves[i].dates {
-			ts = append(ts, d.Add(tr))
+			ts = append(ts, d.Add(transit[i]))
 		}
 	}
 	slices.SortFunc(ts, func(x, y time.Time) int { return x.Compare(y) })
 	ts = slices.Compact(ts)
 	capAt := func(i int, t time.Time) *money.Decimal {
-		return curves[i].at(t.Add(-days(sups[i].site.transitDays(a.region))))
+		return curves[i].at(t.Add(-transit[i]))
 	}
 	for _, t := range ts {
 		if best >= 0 && !bestArr.After(t) {
@@ -269,12 +286,13 @@ func (a *allocator) split(sups []*supply, curves []curve, q *money.Decimal, best
 			first time.Time
 		}
 		var cands []cand
-		for i, s := range sups {
-			if capAt(i, t).Sign() <= 0 {
+		for i := range sups {
+			c := capAt(i, t)
+			if c.Sign() <= 0 {
 				continue
 			}
-			at, _ := curves[i].earliest(smallestPositive(capAt(i, t)))
-			cands = append(cands, cand{i: i, first: at.Add(days(s.site.transitDays(a.region)))})
+			at, _ := curves[i].earliest(smallestPositive(c))
+			cands = append(cands, cand{i: i, first: at.Add(transit[i])})
 		}
 		slices.SortFunc(cands, func(x, y cand) int {
 			if a.better(x.first, sups[x.i].site, y.first, sups[y.i].site) {
@@ -305,12 +323,14 @@ func (a *allocator) split(sups []*supply, curves []curve, q *money.Decimal, best
 // become available": one millionth, the finest a Quantity holds, or cap
 // itself when that is smaller.
 func smallestPositive(cap *money.Decimal) *money.Decimal {
-	tiny := money.MustParse("0.000001")
 	if money.Cmp(cap, tiny) < 0 {
 		return cap
 	}
 	return tiny
 }
+
+// tiny is the finest quantity; never changed.
+var tiny = money.MustParse("0.000001")
 
 // take records q taken from s on date at and returns the source.
 func (a *allocator) take(s *supply, q *money.Decimal, at time.Time) source {

@@ -201,13 +201,9 @@ func inventorySubject(siteID, sku string) string { return events.Subject("invent
 
 // balanceProto renders a balance with its live soft holds at now.
 func balanceProto(tx txn, b *balance, now time.Time) (*fulfillmentv1.InventoryBalance, error) {
-	_, soft, err := tx.demand(b.SiteID, b.SKU, now)
+	softHeld, err := tx.softHeld(b.SiteID, b.SKU, now)
 	if err != nil {
 		return nil, err
-	}
-	softHeld := money.Zero()
-	for _, d := range soft {
-		softHeld = money.Add(softHeld, d.qty)
 	}
 	avail := money.Sub(money.Sub(num(b.OnHand), num(b.Reserved)), softHeld)
 	if avail.Sign() < 0 {

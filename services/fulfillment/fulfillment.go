@@ -8,11 +8,12 @@
 // rules and know nothing of gRPC or bbolt: they run against the txn and
 // repository interfaces of records.go. store.go implements those on a
 // storage.DB, one bbolt transaction per operation, with index entries and
-// outgoing events in the same transaction as the change. server.go
-// implements fulfillmentv1.FulfillmentServiceServer, maps domain errors in
-// one function and runs the background expiry of soft holds; clients.go
-// adapts productpricing and order to the ProductCatalog and OrderDirectory
-// ports.
+// outgoing events in the same transaction as the change; supplycache.go
+// keeps the decoded supply of SKUs for read transactions, keyed by the
+// committed state they see. server.go implements
+// fulfillmentv1.FulfillmentServiceServer, maps domain errors in one
+// function and runs the background expiry of soft holds; clients.go adapts
+// productpricing and order to the ProductCatalog and OrderDirectory ports.
 //
 // Rules a reader of the contract may want to find quickly:
 //   - Every stock quantity is kept in the product's base unit; requests may

@@ -248,9 +248,11 @@ type txn interface {
 	// position (afterSite, afterSKU): all of them, one site's, or one
 	// SKU's (through the SKU index), until fn returns false.
 	scanBalances(siteID, sku, afterSite, afterSKU string, fn func(*balance) bool) error
-	// sitesOfSKU returns the ids of sites with a balance or an open plan
-	// for sku.
-	sitesOfSKU(sku string) ([]string, error)
+	// supply returns the supply of sku at every site that has a balance
+	// or an open plan for it, in site id order, sites that do not exist
+	// left out. The result may be shared with other transactions: it must
+	// not be changed.
+	supply(sku string) ([]itemSupply, error)
 	appendLedger(e *ledgerEntry) error
 
 	plan(id string) (*supplyPlan, error)
@@ -262,9 +264,8 @@ type txn interface {
 	// and/or site, after the plan (afterDue, afterID).
 	scanOpenPlans(sku, siteID string, afterDue time.Time, afterID string, fn func(*supplyPlan) bool) error
 
-	// demand returns the hard demand and the soft demand live at now of
-	// one item, each by need date (zero: from on hand).
-	demand(siteID, sku string, now time.Time) (hard, soft []dated, err error)
+	// softHeld returns the soft demand of one item live at now.
+	softHeld(siteID, sku string, now time.Time) (*money.Decimal, error)
 	// addHardDemand and addSoftDemand change the demand of one item on a
 	// need date by delta; an entry that reaches zero is removed.
 	addHardDemand(siteID, sku string, need time.Time, delta *money.Decimal) error

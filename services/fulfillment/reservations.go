@@ -35,15 +35,18 @@ func (k *core) prepareBasket(ctx context.Context, in []*fulfillmentv1.Availabili
 	values := make([]*money.Decimal, len(in))
 	skus := make([]string, 0, len(in))
 	for i, l := range in {
-		f := indexed("lines", i)
+		// Field paths are built only for a line at fault.
 		if l.GetSku() == "" {
-			ch.add(path(f, "sku"), "is required")
+			ch.add(path(indexed("lines", i), "sku"), "is required")
 		}
-		v, err := parseQuantity(path(f, "quantity"), l.GetQuantity(), false)
+		v, err := parseQuantity("", l.GetQuantity(), false)
 		if err != nil {
 			var inv *invalidError
 			if errors.As(err, &inv) {
-				ch.v = append(ch.v, inv.Violations...)
+				for _, fv := range inv.Violations {
+					fv.Field = path(indexed("lines", i), "quantity", fv.Field)
+					ch.v = append(ch.v, fv)
+				}
 			}
 			continue
 		}
@@ -101,43 +104,30 @@ func loadAllocator(tx txn, b *basket, region string, now time.Time) (*allocator,
 }
 
 // loadSupplies reads the supply of one SKU at every site that has a
-// balance or an open plan for it, in site id order.
+// balance or an open plan for it, in site id order. The supplies are the
+// allocator's own: the stored ones are shared and never changed.
 func loadSupplies(tx txn, f ProductFacts, now time.Time) ([]*supply, error) {
-	siteIDs, err := tx.sitesOfSKU(f.SKU)
+	items, err := tx.supply(f.SKU)
 	if err != nil {
 		return nil, err
 	}
-	var out []*supply
-	for _, id := range siteIDs {
-		site, err := tx.site(id)
-		if err != nil {
-			return nil, err
+	out := make([]*supply, 0, len(items))
+	for i := range items {
+		it := &items[i]
+		s := &supply{site: it.site, onHand: it.onHand, plans: slices.Clip(it.plans)}
+		if it.onHand == nil {
+			s.onHand = money.Zero()
+		} else if it.unit != f.BaseUnit {
+			continue // stock counted in a unit the product no longer has as base
 		}
-		if site == nil {
-			continue
-		}
-		s := &supply{site: newSiteInfo(site), onHand: money.Zero()}
-		b, err := tx.balance(id, f.SKU)
-		if err != nil {
-			return nil, err
-		}
-		if b != nil {
-			if b.Unit != f.BaseUnit {
-				continue // stock counted in a unit the product no longer has as base
+		// Room for the allocations of a basket's lines; take appends here.
+		s.demand = make([]dated, 0, len(it.hard)+len(it.soft)+2)
+		s.demand = append(s.demand, it.hard...)
+		for _, d := range it.soft {
+			if d.live(now) {
+				s.demand = append(s.demand, d.dated)
 			}
-			s.onHand = num(b.OnHand)
 		}
-		if err := tx.openPlans(id, f.SKU, func(pl *supplyPlan) bool {
-			s.plans = append(s.plans, dated{at: pl.DueTime, qty: num(pl.Open)})
-			return true
-		}); err != nil {
-			return nil, err
-		}
-		hard, soft, err := tx.demand(id, f.SKU, now)
-		if err != nil {
-			return nil, err
-		}
-		s.demand = append(hard, soft...)
 		out = append(out, s)
 	}
 	return out, nil

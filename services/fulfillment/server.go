@@ -52,7 +52,7 @@ func NewServer(db *storage.DB, opts Options) *Server {
 	}
 	return &Server{
 		core: &core{
-			repo:     &store{db: db, notify: opts.Notify},
+			repo:     newStore(db, opts.Notify),
 			now:      func() time.Time { return now().UTC().Truncate(time.Microsecond) },
 			products: opts.Products,
 			orders:   opts.Orders,

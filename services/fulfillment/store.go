@@ -23,6 +23,12 @@ import (
 type store struct {
 	db     *storage.DB
 	notify func()
+	// supplies is the read transactions' supply cache (supplycache.go).
+	supplies *supplyCache
+}
+
+func newStore(db *storage.DB, notify func()) *store {
+	return &store{db: db, notify: notify, supplies: newSupplyCache(defaultSupplyCacheWeight)}
 }
 
 // storeTx is one transaction; it implements txn.
@@ -30,10 +36,15 @@ type storeTx struct {
 	ctx     context.Context
 	tx      *bbolt.Tx
 	emitted int
+	// supplies is the supply cache, in a read-only transaction only.
+	supplies *supplyCache
+	// sites memoizes decoded sites for this transaction; putSite forgets
+	// the one it writes. nil values are sites that do not exist.
+	sites map[string]*siteInfo
 }
 
 func (s *store) view(ctx context.Context, fn func(txn) error) error {
-	return s.db.View(func(tx *bbolt.Tx) error { return fn(&storeTx{ctx: ctx, tx: tx}) })
+	return s.db.View(func(tx *bbolt.Tx) error { return fn(&storeTx{ctx: ctx, tx: tx, supplies: s.supplies}) })
 }
 
 // update uses group commit: concurrent writers share one fsync.
@@ -147,6 +158,7 @@ func (t *storeTx) putSite(s *fulfillmentv1.Site) error {
 	if err := t.tx.Bucket(bucketSites).Put([]byte(s.GetId()), raw); err != nil {
 		return err
 	}
+	delete(t.sites, s.GetId())
 	return ixSitesByRegion.Put(t.tx, storage.KeyStrings(s.GetRegion()), []byte(s.GetId()))
 }
 
@@ -214,6 +226,30 @@ func (t *storeTx) scanBalances(siteID, sku, afterSite, afterSKU string, fn func(
 	return scanBucket(t.tx.Bucket(bucketBalances), nil, after, decode)
 }
 
+// siteInfo returns a site as availability needs it, nil when there is no
+// such site, decoding each site once per transaction.
+func (t *storeTx) siteInfo(id string) (*siteInfo, error) {
+	if info, ok := t.sites[id]; ok {
+		return info, nil
+	}
+	s, err := t.site(id)
+	if err != nil {
+		return nil, err
+	}
+	var info *siteInfo
+	if s != nil {
+		i := newSiteInfo(s)
+		info = &i
+	}
+	if t.sites == nil {
+		t.sites = map[string]*siteInfo{}
+	}
+	t.sites[id] = info
+	return info, nil
+}
+
+// sitesOfSKU returns the ids of sites with a balance or an open plan for
+// sku, in id order.
 func (t *storeTx) sitesOfSKU(sku string) ([]string, error) {
 	var sites []string
 	prefix := storage.KeyStrings(sku)
@@ -334,33 +370,116 @@ func (t *storeTx) scanOpenPlans(sku, siteID string, afterDue time.Time, afterID 
 }
 
 // ---------------------------------------------------------------------------
-// Demand.
+// Supply and demand.
 
-func (t *storeTx) demand(siteID, sku string, now time.Time) (hard, soft []dated, err error) {
-	prefix := itemKey(siteID, sku)
-	err = scanBucket(t.tx.Bucket(bucketHardDemand), prefix, nil, func(k, v []byte) (bool, error) {
-		parts, err := storage.SplitKey(k)
-		if err != nil || len(parts) != 3 {
-			return false, fmt.Errorf("corrupt hard demand key %q", k)
-		}
-		hard = append(hard, dated{at: timeFromKey(parts[2]), qty: num(string(v))})
-		return true, nil
-	})
-	if err != nil {
-		return nil, nil, err
+// supply serves a read-only transaction from the supply cache; a write
+// transaction always decodes.
+func (t *storeTx) supply(sku string) ([]itemSupply, error) {
+	if t.supplies == nil {
+		return t.readSupply(sku)
 	}
+	id := t.tx.ID()
+	if items, ok := t.supplies.get(id, sku); ok {
+		return items, nil
+	}
+	items, err := t.readSupply(sku)
+	if err != nil {
+		return nil, err
+	}
+	t.supplies.put(id, sku, items)
+	return items, nil
+}
+
+// supplyBalance is the part of a balance availability reads; decoding
+// only it skips the update time.
+type supplyBalance struct {
+	Unit   string `json:"unit"`
+	OnHand string `json:"on_hand"`
+}
+
+// supplyPlanDue is the part of a plan availability reads.
+type supplyPlanDue struct {
+	Open    string    `json:"open"`
+	DueTime time.Time `json:"due_time"`
+}
+
+// readSupply decodes the supply of sku at every site that has a balance or
+// an open plan for it.
+func (t *storeTx) readSupply(sku string) ([]itemSupply, error) {
+	siteIDs, err := t.sitesOfSKU(sku)
+	if err != nil {
+		return nil, err
+	}
+	balances, plans := t.tx.Bucket(bucketBalances), t.tx.Bucket(bucketPlans)
+	out := make([]itemSupply, 0, len(siteIDs))
+	for _, id := range siteIDs {
+		site, err := t.siteInfo(id)
+		if err != nil {
+			return nil, err
+		}
+		if site == nil {
+			continue
+		}
+		it := itemSupply{site: *site}
+		key := itemKey(id, sku)
+		var b supplyBalance
+		found, err := getJSON(balances, key, &b)
+		if err != nil {
+			return nil, err
+		}
+		if found {
+			it.unit, it.onHand = b.Unit, num(b.OnHand)
+		}
+		prefix := storage.KeyStrings(sku, id)
+		if err := scanIndex(t.tx, ixPlansByItem, prefix, prefix, nil, func(pk []byte) (bool, error) {
+			var p supplyPlanDue
+			found, err := getJSON(plans, pk, &p)
+			if found {
+				it.plans = append(it.plans, dated{at: p.DueTime, qty: num(p.Open)})
+			}
+			return err == nil, err
+		}); err != nil {
+			return nil, err
+		}
+		if err := scanBucket(t.tx.Bucket(bucketHardDemand), key, nil, func(k, v []byte) (bool, error) {
+			parts, err := storage.SplitKey(k)
+			if err != nil || len(parts) != 3 {
+				return false, fmt.Errorf("corrupt hard demand key %q", k)
+			}
+			it.hard = append(it.hard, dated{at: timeFromKey(parts[2]), qty: num(string(v))})
+			return true, nil
+		}); err != nil {
+			return nil, err
+		}
+		if err := scanBucket(t.tx.Bucket(bucketSoftDemand), key, nil, func(k, v []byte) (bool, error) {
+			parts, err := storage.SplitKey(k)
+			if err != nil || len(parts) != 4 {
+				return false, fmt.Errorf("corrupt soft demand key %q", k)
+			}
+			it.soft = append(it.soft, softDemand{expire: timeFromKey(parts[2]), dated: dated{at: timeFromKey(parts[3]), qty: num(string(v))}})
+			return true, nil
+		}); err != nil {
+			return nil, err
+		}
+		out = append(out, it)
+	}
+	return out, nil
+}
+
+func (t *storeTx) softHeld(siteID, sku string, now time.Time) (*money.Decimal, error) {
+	prefix := itemKey(siteID, sku)
+	held := money.Zero()
 	// Holds expiring at or before now are dead even if Run has not got to
 	// them: start just after now.
 	live := append(bytes.Clone(prefix), storage.Key(timeKey(now.Add(time.Nanosecond)))...)
 	c := t.tx.Bucket(bucketSoftDemand).Cursor()
 	for k, v := c.Seek(live); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-		parts, err := storage.SplitKey(k)
-		if err != nil || len(parts) != 4 {
-			return nil, nil, fmt.Errorf("corrupt soft demand key %q", k)
+		if parts, err := storage.SplitKey(k); err != nil || len(parts) != 4 {
+			return nil, fmt.Errorf("corrupt soft demand key %q", k)
 		}
-		soft = append(soft, dated{at: timeFromKey(parts[3]), qty: num(string(v))})
+		held = money.Add(held, num(string(v)))
 	}
-	return hard, soft, nil
+	return held, nil
 }
 
 // addDemand changes the quantity stored under key by delta; an entry that

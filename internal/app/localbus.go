@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"time"
 
@@ -22,6 +23,11 @@ import (
 // outbox until the consumers have it in their stores; a crash before then
 // makes the relay publish it again after the restart, and the consumers
 // de-duplicate by event id.
+//
+// The relay hands the bus a whole round of its outbox at once
+// (PublishBatch): every event is queued, then the bus waits for them all,
+// so a consumer with a backlog takes it in batches (SubscribeBatch), one
+// transaction each, rather than one event per wait.
 //
 // One consumer must still not hold back the others (the events.Bus
 // contract): Publish stops waiting for a consumer whose handler failed
@@ -67,46 +73,88 @@ func newHandledBus(inner events.Bus, slow time.Duration) *handledBus {
 
 // Publish implements events.Bus.
 func (b *handledBus) Publish(ctx context.Context, env *eventsv1.Envelope) error {
-	id := env.GetId()
-	w := &handledWait{left: map[string]bool{}, done: make(chan struct{})}
+	_, err := b.PublishBatch(ctx, []*eventsv1.Envelope{env})
+	return err
+}
+
+var _ events.BatchPublisher = (*handledBus)(nil)
+
+// PublishBatch implements events.BatchPublisher: it queues every event of
+// envs, then waits for the consumers to handle them, so that a consumer
+// with a backlog takes it in batches while the relay waits once. The slow
+// bound counts from the call.
+func (b *handledBus) PublishBatch(ctx context.Context, envs []*eventsv1.Envelope) (int, error) {
+	ws := make([]*handledWait, len(envs)) // nil: nobody to wait for
+	queued, err := len(envs), error(nil)
 	// Under mu the consumers counted are exactly those the inner bus queues
-	// the event for: Subscribe and Stop change both under mu too.
+	// each event for: Subscribe and Stop change both under mu too.
 	b.mu.Lock()
-	for name, c := range b.subs {
-		if !c.failing && events.Matches(c.filters, env.GetType()) {
-			w.left[name] = true
+	for i, env := range envs {
+		w := &handledWait{left: map[string]bool{}, done: make(chan struct{})}
+		for name, c := range b.subs {
+			if !c.failing && events.Matches(c.filters, env.GetType()) {
+				w.left[name] = true
+			}
+		}
+		if len(w.left) > 0 {
+			b.waits[env.GetId()] = append(b.waits[env.GetId()], w)
+			ws[i] = w
+		}
+		if err = b.inner.Publish(ctx, env); err != nil {
+			queued = i
+			break
 		}
 	}
-	if len(w.left) > 0 {
-		b.waits[id] = append(b.waits[id], w)
-	}
-	err := b.inner.Publish(ctx, env)
-	if err != nil || len(w.left) == 0 {
-		b.forgetLocked(id, w)
-		b.mu.Unlock()
-		return err
+	for i := queued; i < len(envs); i++ {
+		if ws[i] != nil {
+			b.forgetLocked(envs[i].GetId(), ws[i])
+		}
 	}
 	b.mu.Unlock()
+
 	slow := time.NewTimer(b.slow)
 	defer slow.Stop()
-	select {
-	case <-w.done:
-		return w.err
-	case <-slow.C:
-		// Queued, as the plain in-process bus promises; the consumer that
-		// keeps it waiting must not hold back the others.
-	case <-ctx.Done():
-		err = ctx.Err()
+	var gaveUp error // the publisher's context ended before the consumers answered
+wait:
+	for _, w := range ws[:queued] {
+		if w == nil {
+			continue
+		}
+		select {
+		case <-w.done:
+		case <-slow.C:
+			// Queued, as the plain in-process bus promises; the consumer
+			// that keeps them waiting must not hold back the others.
+			break wait
+		case <-ctx.Done():
+			gaveUp = ctx.Err()
+			break wait
+		}
 	}
+	// Accepted are the events before the first whose consumers failed it
+	// (stopped, closed) or that Publish gave up on (ctx); every wait still
+	// open is forgotten.
+	n := queued
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	select {
-	case <-w.done: // answered meanwhile
-		return w.err
-	default:
+	for i, w := range ws[:queued] {
+		if w == nil {
+			continue
+		}
+		select {
+		case <-w.done: // answered, perhaps after the wait ended
+			if w.err != nil && i < n {
+				n, err = i, w.err
+			}
+			continue
+		default:
+		}
+		b.forgetLocked(envs[i].GetId(), w)
+		if gaveUp != nil && i < n {
+			n, err = i, gaveUp
+		}
 	}
-	b.forgetLocked(id, w)
-	return err
+	return n, err
 }
 
 func (b *handledBus) forgetLocked(id string, w *handledWait) {
@@ -124,33 +172,44 @@ func (b *handledBus) forgetLocked(id string, w *handledWait) {
 	}
 }
 
-// releaseLocked takes consumer name off the waits selected by match and
-// finishes, with err, those that wait for nobody else; with err set they
-// are finished even if others are left.
-func (b *handledBus) releaseLocked(name string, match func(id string) bool, err error) {
-	for id, ws := range b.waits {
-		if !match(id) {
+// releaseLocked takes consumer name off the waits for the events ids (nil:
+// every event) and finishes, with err, those that wait for nobody else;
+// with err set they are finished even if others are left.
+func (b *handledBus) releaseLocked(name string, ids []string, err error) {
+	if ids == nil {
+		for id := range b.waits {
+			b.releaseEventLocked(name, id, err)
+		}
+		return
+	}
+	for _, id := range ids {
+		b.releaseEventLocked(name, id, err)
+	}
+}
+
+func (b *handledBus) releaseEventLocked(name, id string, err error) {
+	ws, ok := b.waits[id]
+	if !ok {
+		return
+	}
+	keep := ws[:0]
+	for _, w := range ws {
+		if name != "" && !w.left[name] {
+			keep = append(keep, w)
 			continue
 		}
-		keep := ws[:0]
-		for _, w := range ws {
-			if name != "" && !w.left[name] {
-				keep = append(keep, w)
-				continue
-			}
-			delete(w.left, name)
-			if len(w.left) == 0 || err != nil {
-				w.err = err
-				close(w.done)
-				continue
-			}
-			keep = append(keep, w)
+		delete(w.left, name)
+		if len(w.left) == 0 || err != nil {
+			w.err = err
+			close(w.done)
+			continue
 		}
-		if len(keep) == 0 {
-			delete(b.waits, id)
-		} else {
-			b.waits[id] = keep
-		}
+		keep = append(keep, w)
+	}
+	if len(keep) == 0 {
+		delete(b.waits, id)
+	} else {
+		b.waits[id] = keep
 	}
 }
 
@@ -159,34 +218,62 @@ func (b *handledBus) Subscribe(name string, filters []string, h events.Handler) 
 	if h == nil {
 		return b.inner.Subscribe(name, filters, nil) // the inner bus says what is wrong
 	}
-	c := &handledConsumer{filters: append([]string(nil), filters...)}
-	wrapped := func(ctx context.Context, env *eventsv1.Envelope) error {
-		err := h(ctx, env)
-		if err != nil && ctx.Err() != nil {
-			return err // stopping: Stop answers the waiting publishers
-		}
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		if err != nil {
-			// Stop waiting for this consumer: the publishers of this event
-			// and of those queued behind it go on without it.
-			c.failing = true
-			b.releaseLocked(name, func(string) bool { return true }, nil)
-			return err
-		}
-		c.failing = false
-		id := env.GetId()
-		b.releaseLocked(name, func(x string) bool { return x == id }, nil)
-		return nil
+	c := &handledConsumer{filters: slices.Clone(filters)}
+	return b.register(name, c, func() (events.Subscription, error) {
+		return b.inner.Subscribe(name, filters, func(ctx context.Context, env *eventsv1.Envelope) error {
+			return b.handled(ctx, name, c, h(ctx, env), env)
+		})
+	})
+}
+
+// SubscribeBatch implements events.Bus: a batch handled answers the
+// publishers of every event in it.
+func (b *handledBus) SubscribeBatch(name string, filters []string, size int, h events.BatchHandler) (events.Subscription, error) {
+	if h == nil {
+		return b.inner.SubscribeBatch(name, filters, size, nil) // the inner bus says what is wrong
 	}
+	c := &handledConsumer{filters: slices.Clone(filters)}
+	return b.register(name, c, func() (events.Subscription, error) {
+		return b.inner.SubscribeBatch(name, filters, size, func(ctx context.Context, envs []*eventsv1.Envelope) error {
+			return b.handled(ctx, name, c, h(ctx, envs), envs...)
+		})
+	})
+}
+
+// register subscribes on the inner bus and starts counting the consumer in.
+func (b *handledBus) register(name string, c *handledConsumer, subscribe func() (events.Subscription, error)) (events.Subscription, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	sub, err := b.inner.Subscribe(name, filters, wrapped)
+	sub, err := subscribe()
 	if err != nil {
 		return nil, err
 	}
 	b.subs[name] = c
 	return &handledSub{bus: b, name: name, inner: sub}, nil
+}
+
+// handled tells the publishers waiting for consumer name how its handler
+// did with envs, and passes the handler's error on to the inner bus.
+func (b *handledBus) handled(ctx context.Context, name string, c *handledConsumer, err error, envs ...*eventsv1.Envelope) error {
+	if err != nil && ctx.Err() != nil {
+		return err // stopping: Stop answers the waiting publishers
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err != nil {
+		// Stop waiting for this consumer: the publishers of these events
+		// and of those queued behind them go on without it.
+		c.failing = true
+		b.releaseLocked(name, nil, nil)
+		return err
+	}
+	c.failing = false
+	ids := make([]string, len(envs))
+	for i, env := range envs {
+		ids[i] = env.GetId()
+	}
+	b.releaseLocked(name, ids, nil)
+	return nil
 }
 
 // Close implements events.Bus. Publishers still waiting get ErrClosed.
@@ -195,7 +282,7 @@ func (b *handledBus) Close() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	clear(b.subs)
-	b.releaseLocked("", func(string) bool { return true }, events.ErrClosed)
+	b.releaseLocked("", nil, events.ErrClosed)
 	return err
 }
 
@@ -217,6 +304,6 @@ func (s *handledSub) Stop() {
 		b.mu.Lock()
 		defer b.mu.Unlock()
 		delete(b.subs, s.name)
-		b.releaseLocked(s.name, func(string) bool { return true }, errConsumerStopped)
+		b.releaseLocked(s.name, nil, errConsumerStopped)
 	})
 }

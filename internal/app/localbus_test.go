@@ -3,6 +3,8 @@ package app
 import (
 	"context"
 	"errors"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -146,6 +148,125 @@ func TestHandledBusWaitsForConsumers(t *testing.T) {
 		close(release)
 		if err := returnsWithin(t, done, 5*time.Second); err != nil {
 			t.Fatalf("Publish: %v", err)
+		}
+	})
+
+	t.Run("a batch handled answers the publisher of every event in it", func(t *testing.T) {
+		b := newHandledBus(events.NewLocalBus(), 10*time.Second)
+		defer b.Close()
+		release := make(chan struct{})
+		var (
+			mu    sync.Mutex
+			sizes []int
+		)
+		if _, err := b.SubscribeBatch("batched", nil, 0, func(ctx context.Context, envs []*eventsv1.Envelope) error {
+			select {
+			case <-release:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			mu.Lock()
+			sizes = append(sizes, len(envs))
+			mu.Unlock()
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		first := publish(b, ev("x.v1.OrderAccepted"), 10*time.Second)
+		stillWaiting(t, first)
+		// Two more queue up behind the batch being handled.
+		second, third := publish(b, ev("x.v1.OrderHeld"), 10*time.Second), publish(b, ev("x.v1.OrderReleased"), 10*time.Second)
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+			b.mu.Lock()
+			n := len(b.waits)
+			b.mu.Unlock()
+			if n == 3 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d publishers waiting, want 3", n)
+			}
+		}
+		close(release)
+		for _, done := range []<-chan error{first, second, third} {
+			if err := returnsWithin(t, done, 5*time.Second); err != nil {
+				t.Fatalf("Publish: %v", err)
+			}
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if !slices.Equal(sizes, []int{1, 2}) {
+			t.Errorf("batch sizes %v, want the first event alone and the two queued behind it together", sizes)
+		}
+	})
+
+	t.Run("a run published at once reaches a batch consumer in one wait", func(t *testing.T) {
+		b := newHandledBus(events.NewLocalBus(), 10*time.Second)
+		defer b.Close()
+		var (
+			mu    sync.Mutex
+			sizes []int
+			got   []string
+		)
+		if _, err := b.SubscribeBatch("batched", nil, 0, func(_ context.Context, envs []*eventsv1.Envelope) error {
+			mu.Lock()
+			defer mu.Unlock()
+			sizes = append(sizes, len(envs))
+			for _, env := range envs {
+				got = append(got, env.GetId())
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		var run []*eventsv1.Envelope
+		var want []string
+		for range 10 {
+			run = append(run, ev("x.v1.OrderAccepted"))
+			want = append(want, run[len(run)-1].GetId())
+		}
+		if n, err := b.PublishBatch(t.Context(), run); n != len(run) || err != nil {
+			t.Fatalf("PublishBatch = %d, %v; want all %d", n, err, len(run))
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if !slices.Equal(got, want) {
+			t.Fatalf("PublishBatch returned with the consumer holding %q, want every event in order %q", got, want)
+		}
+		// The consumer may take the first event before the others are
+		// queued; its answer then waits for the rest to be queued.
+		if len(sizes) > 2 {
+			t.Errorf("batch sizes %v, want the run in one or two batches", sizes)
+		}
+	})
+
+	t.Run("a run whose publisher gives up counts the events handled before", func(t *testing.T) {
+		b := newHandledBus(events.NewLocalBus(), 10*time.Second)
+		defer b.Close()
+		var run []*eventsv1.Envelope
+		for range 6 {
+			run = append(run, ev("x.v1.OrderAccepted"))
+		}
+		stuck := run[3].GetId()
+		if _, err := b.Subscribe("stuck-at-4", nil, func(ctx context.Context, env *eventsv1.Envelope) error {
+			if env.GetId() == stuck {
+				<-ctx.Done()
+				return ctx.Err()
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+		defer cancel()
+		if n, err := b.PublishBatch(ctx, run); n != 3 || !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("PublishBatch = %d, %v; want the 3 events before the unanswered one and the deadline", n, err)
+		}
+		b.mu.Lock()
+		n := len(b.waits)
+		b.mu.Unlock()
+		if n != 0 {
+			t.Fatalf("%d waits left behind", n)
 		}
 	})
 

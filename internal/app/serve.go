@@ -637,9 +637,12 @@ func webhookKey(cfg *serveConfig) ([]byte, error) {
 // subscribe registers the process's event consumers on the bus. It runs
 // before the outbox relays start: the in-process bus is not durable, so a
 // consumer that subscribed later would miss what the relays publish first.
+// The feed and webhook delivery take their events in batches, each
+// committed in one transaction of the integration store, so that a backlog
+// drains at a batch per disk sync.
 func (n *node) subscribe() error {
 	if n.feed != nil {
-		sub, err := n.bus.Subscribe("feed", nil, n.feed.Consume)
+		sub, err := n.bus.SubscribeBatch("feed", nil, 0, n.feed.ConsumeBatch)
 		if err != nil {
 			return fmt.Errorf("subscribe the event feed: %w", err)
 		}
@@ -651,7 +654,7 @@ func (n *node) subscribe() error {
 		}
 	}
 	if n.webhooks != nil {
-		sub, err := n.bus.Subscribe(webhooks.ConsumerName, nil, n.webhooks.Consume)
+		sub, err := n.bus.SubscribeBatch(webhooks.ConsumerName, nil, 0, n.webhooks.ConsumeBatch)
 		if err != nil {
 			return fmt.Errorf("subscribe webhook delivery: %w", err)
 		}

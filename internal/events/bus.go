@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -35,15 +36,77 @@ type Bus interface {
 	// even from a new process, resumes with the first event it has not
 	// handled, including events retained from before its first subscription.
 	Subscribe(name string, filters []string, h Handler) (Subscription, error)
+	// SubscribeBatch registers the consumer called name as Subscribe does,
+	// for a handler that takes several events per call, so that a consumer
+	// which writes what it consumes can commit a backlog in one transaction
+	// (one disk sync) instead of one per event.
+	//
+	// Each call gets the events waiting for the consumer at that moment, at
+	// most size of them (DefaultBatchSize when size is 0 or less), in
+	// publish order; the next call carries on where it ended. The bus never
+	// waits for a batch to fill: a consumer that keeps up gets each event on
+	// its own as soon as it is published, one that fell behind gets its
+	// backlog size events at a time.
+	//
+	// A batch is handled as a whole: an error makes the bus deliver every
+	// event of the batch again, in the same order and before any later
+	// event (after a resubscription the redelivery may be batched
+	// differently). A handler that commits only part of a batch before it
+	// fails sees that part again and drops it by event id, as it drops any
+	// redelivered event.
+	//
+	// Subscribe and SubscribeBatch share one name space of consumers, and a
+	// durable consumer may switch between them from one subscription to the
+	// next.
+	SubscribeBatch(name string, filters []string, size int, h BatchHandler) (Subscription, error)
 	// Close stops delivery to every consumer, waiting for running handlers
-	// to return. Publish and Subscribe then fail with ErrClosed.
+	// to return. Publish, Subscribe and SubscribeBatch then fail with
+	// ErrClosed.
 	Close() error
+}
+
+// BatchPublisher is a Bus that takes a run of events in one call. The
+// outbox relay hands a bus that has it a whole round at once, so that a bus
+// whose Publish waits for the consumers (the all-in-one server's) has them
+// queued together and consumers can handle them in batches, instead of
+// waiting for each event's consumers before publishing the next.
+type BatchPublisher interface {
+	// PublishBatch publishes envs in order, each as Publish does, and
+	// reports how many of them, from the first, the bus accepted: all, or
+	// those before the first it refused, with the error.
+	PublishBatch(ctx context.Context, envs []*eventsv1.Envelope) (int, error)
 }
 
 // Handler consumes one event. Its context is cancelled when the
 // subscription stops, so a handler blocked on a slow dependency lets
 // shutdown proceed; the event is then delivered again later.
 type Handler func(ctx context.Context, env *eventsv1.Envelope) error
+
+// BatchHandler consumes a batch of events: never empty, in publish order.
+// The slice is the handler's only for the call. Its context is cancelled
+// when the subscription stops, as a Handler's is.
+type BatchHandler func(ctx context.Context, envs []*eventsv1.Envelope) error
+
+// DefaultBatchSize is the largest batch SubscribeBatch hands a consumer
+// when the caller does not say: enough for a backlog to cost one
+// transaction per few hundred events, small enough that one batch commits
+// in milliseconds.
+const DefaultBatchSize = 256
+
+// BatchSize returns the largest batch a consumer subscribed with
+// SubscribeBatch(…, size, …) gets.
+func BatchSize(size int) int {
+	if size <= 0 {
+		return DefaultBatchSize
+	}
+	return size
+}
+
+// PerEvent wraps a Handler as a BatchHandler for batches of one event: how
+// a bus implements Subscribe with the machinery of SubscribeBatch.
+func PerEvent(h Handler) BatchHandler {
+	return func(ctx context.Context, envs []*eventsv1.Envelope) error { return h(ctx, envs[0]) }
+}
 
 // Subscription is a registered consumer.
 type Subscription interface {
@@ -84,7 +147,8 @@ type localSub struct {
 	bus     *LocalBus
 	name    string
 	filters []string
-	h       Handler
+	size    int // largest batch: 1 for Subscribe
+	h       BatchHandler
 	ctx     context.Context // cancelled by Stop, so a blocked handler returns
 	cancel  context.CancelFunc
 	mu      sync.Mutex
@@ -115,6 +179,19 @@ func (b *LocalBus) Publish(_ context.Context, env *eventsv1.Envelope) error {
 
 // Subscribe implements Bus.
 func (b *LocalBus) Subscribe(name string, filters []string, h Handler) (Subscription, error) {
+	if h == nil {
+		return b.subscribe(name, filters, 1, nil)
+	}
+	return b.subscribe(name, filters, 1, PerEvent(h))
+}
+
+// SubscribeBatch implements Bus: each call hands over what the consumer's
+// queue holds, up to size events.
+func (b *LocalBus) SubscribeBatch(name string, filters []string, size int, h BatchHandler) (Subscription, error) {
+	return b.subscribe(name, filters, BatchSize(size), h)
+}
+
+func (b *LocalBus) subscribe(name string, filters []string, size int, h BatchHandler) (Subscription, error) {
 	if name == "" || h == nil {
 		return nil, errors.New("events: Subscribe needs a consumer name and a handler")
 	}
@@ -126,7 +203,7 @@ func (b *LocalBus) Subscribe(name string, filters []string, h Handler) (Subscrip
 	if _, ok := b.subs[name]; ok {
 		return nil, fmt.Errorf("%w: %q", ErrConsumerExists, name)
 	}
-	s := &localSub{bus: b, name: name, filters: append([]string(nil), filters...), h: h, done: make(chan struct{})}
+	s := &localSub{bus: b, name: name, filters: append([]string(nil), filters...), size: size, h: h, done: make(chan struct{})}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.cond = sync.NewCond(&s.mu)
 	b.subs[name] = s
@@ -145,12 +222,12 @@ func (s *localSub) run() {
 			s.mu.Unlock()
 			return
 		}
-		env := s.queue[0]
+		batch := slices.Clone(s.queue[:min(len(s.queue), s.size)])
 		s.mu.Unlock()
-		// At least once: a failing handler gets the same event again after a
-		// short pause, and the consumer's later events wait behind it so that
-		// per-aggregate order holds.
-		if err := s.h(s.ctx, env); err != nil {
+		// At least once: a failing handler gets the same events again after
+		// a short pause, and the consumer's later events wait behind them
+		// so that per-aggregate order holds.
+		if err := s.h(s.ctx, batch); err != nil {
 			if s.sleep(RetryPause) {
 				return
 			}
@@ -161,8 +238,8 @@ func (s *localSub) run() {
 			s.mu.Unlock()
 			return
 		}
-		s.queue[0] = nil
-		s.queue = s.queue[1:]
+		clear(s.queue[:len(batch)])
+		s.queue = s.queue[len(batch):]
 		s.mu.Unlock()
 	}
 }

@@ -20,9 +20,10 @@ import (
 // unpublished event: an event may be published twice (at least once), never
 // skipped or reordered.
 //
-// Order holds because a round publishes strictly one event after another
-// and stops at the first failure, so an event is never published while an
-// earlier one of the same store is still unpublished. At most one round runs
+// Order holds because a round publishes its events strictly in order (one
+// after another, or as one run to a bus that is a BatchPublisher) and stops
+// at the first failure, so an event is never published while an earlier
+// one of the same store is still unpublished. At most one round runs
 // per store at a time, even across Relay values: a relay restarted while its
 // predecessor's round is still finishing waits for it instead of publishing
 // the same events a second time alongside it.
@@ -191,34 +192,30 @@ func (r *Relay) Flush(ctx context.Context) (int, error) {
 		r.report(RelayStats{}, nil)
 		return 0, nil
 	}
-	var (
-		oldest  time.Time
-		pubErr  error
-		removed = make([]uint64, 0, len(recs))
-		sent    int
-	)
-	for _, rec := range recs {
-		if err := ctx.Err(); err != nil {
-			pubErr = err
-			break
-		}
+	envs := make([]*eventsv1.Envelope, len(recs)) // nil: not an event
+	decoded := make([]*eventsv1.Envelope, 0, len(recs))
+	for i, rec := range recs {
 		env := &eventsv1.Envelope{}
 		if err := proto.Unmarshal(rec.Data, env); err != nil {
 			// A record that cannot be decoded would block the outbox forever;
 			// it is logged with its sequence and skipped.
 			r.log.Error("outbox record is not an event envelope; skipping it", "store", r.db.Name(), "seq", rec.Seq, "err", err)
-			removed = append(removed, rec.Seq)
 			continue
 		}
-		if err := r.bus.Publish(ctx, env); err != nil {
-			pubErr = fmt.Errorf("publish %s %s: %w", env.GetType(), env.GetId(), err)
-			break
+		envs[i] = env
+		decoded = append(decoded, env)
+	}
+	sent, pubErr := r.publish(ctx, decoded)
+	// Out of the outbox go the records before the first event not published.
+	removed := make([]uint64, 0, len(recs))
+	for i, n := 0, 0; i < len(recs); i++ {
+		if envs[i] != nil {
+			if n == sent {
+				break
+			}
+			n++
 		}
-		if oldest.IsZero() {
-			oldest = env.GetTime().AsTime()
-		}
-		removed = append(removed, rec.Seq)
-		sent++
+		removed = append(removed, recs[i].Seq)
 	}
 	pending, head, markErr := r.markPublished(removed)
 	if markErr != nil {
@@ -230,9 +227,32 @@ func (r *Relay) Flush(ctx context.Context) (int, error) {
 	}
 	r.report(RelayStats{Published: sent, Pending: pending, Err: pubErr}, head)
 	if r.observer != nil && sent > 0 {
-		r.observer(sent, r.now().Sub(oldest))
+		r.observer(sent, r.now().Sub(decoded[0].GetTime().AsTime()))
 	}
 	return len(removed), pubErr
+}
+
+// publish hands envs to the bus in order and reports how many of them,
+// from the first, it took: all, or those before the first one it refused
+// or before ctx ended. A bus that takes a run of events at once
+// (BatchPublisher) gets them all in one call.
+func (r *Relay) publish(ctx context.Context, envs []*eventsv1.Envelope) (int, error) {
+	if bp, ok := r.bus.(BatchPublisher); ok && len(envs) > 0 {
+		n, err := bp.PublishBatch(ctx, envs)
+		if err != nil && n < len(envs) {
+			err = fmt.Errorf("publish %s %s: %w", envs[n].GetType(), envs[n].GetId(), err)
+		}
+		return n, err
+	}
+	for i, env := range envs {
+		if err := ctx.Err(); err != nil {
+			return i, err
+		}
+		if err := r.bus.Publish(ctx, env); err != nil {
+			return i, fmt.Errorf("publish %s %s: %w", env.GetType(), env.GetId(), err)
+		}
+	}
+	return len(envs), nil
 }
 
 // markPublished removes published records and, in the same transaction,

@@ -290,3 +290,74 @@ func (b *switchBus) Publish(ctx context.Context, env *eventsv1.Envelope) error {
 	}
 	return b.Bus.Publish(ctx, env)
 }
+
+// TestRelayHandsABatchPublisherTheRound checks the relay with a bus that
+// takes a run of events at once: one call per round, and only the events
+// the bus accepted, from the first, leave the outbox.
+func TestRelayHandsABatchPublisherTheRound(t *testing.T) {
+	db := openStore(t)
+	want := appendEvents(t, db, "orders/ord-1", 10)
+	bus := &batchBus{Bus: events.NewLocalBus(), accept: []int{3, 10}}
+	defer bus.Close()
+	var (
+		mu  sync.Mutex
+		got []string
+	)
+	if _, err := bus.Subscribe("receiver", nil, func(_ context.Context, env *eventsv1.Envelope) error {
+		mu.Lock()
+		got = append(got, env.GetId())
+		mu.Unlock()
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	r := events.NewRelay(db, bus, discard, events.WithBatchSize(8))
+	if n, err := r.Flush(t.Context()); n != 3 || err == nil {
+		t.Fatalf("Flush = %d, %v; want the 3 events the bus accepted and its refusal", n, err)
+	}
+	if n, err := r.Flush(t.Context()); n != 7 || err != nil {
+		t.Fatalf("second Flush = %d, %v; want the remaining 7", n, err)
+	}
+	if fmt.Sprint(bus.calls) != "[8 7]" {
+		t.Errorf("PublishBatch calls of %v events, want one per round: [8 7]", bus.calls)
+	}
+	var wantIDs []string
+	for _, env := range want {
+		wantIDs = append(wantIDs, env.GetId())
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		mu.Lock()
+		done := fmt.Sprint(got) == fmt.Sprint(wantIDs)
+		mu.Unlock()
+		if done {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("received %q, want each event once in commit order %q", got, wantIDs)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// batchBus is a BatchPublisher that accepts, on its n-th call, the first
+// accept[n] events and refuses the rest.
+type batchBus struct {
+	events.Bus
+	accept []int
+	calls  []int
+}
+
+func (b *batchBus) PublishBatch(ctx context.Context, envs []*eventsv1.Envelope) (int, error) {
+	k := b.accept[len(b.calls)]
+	b.calls = append(b.calls, len(envs))
+	for i, env := range envs {
+		if i == k {
+			return i, errors.New("bus refused the event")
+		}
+		if err := b.Bus.Publish(ctx, env); err != nil {
+			return i, err
+		}
+	}
+	return len(envs), nil
+}

@@ -165,27 +165,55 @@ func NewLog(db *storage.DB, opts Options) (*Log, error) {
 }
 
 // Consume appends env to the feed unless it is already there. It is an
-// events.Handler: subscribe it to the bus as the consumer "feed". An
-// envelope without an id or type cannot be de-duplicated or filtered; it is
-// logged and dropped rather than retried, since retrying would hold back
-// every later event forever.
-func (l *Log) Consume(_ context.Context, env *eventsv1.Envelope) error {
-	if env.GetId() == "" || env.GetType() == "" {
-		l.log.Error("feed: dropping an event without id or type", "id", env.GetId(), "type", env.GetType())
+// events.Handler, for tests and callers that have one event; the process
+// subscribes ConsumeBatch.
+func (l *Log) Consume(ctx context.Context, env *eventsv1.Envelope) error {
+	return l.ConsumeBatch(ctx, []*eventsv1.Envelope{env})
+}
+
+var _ events.Handler = (*Log)(nil).Consume
+
+// ConsumeBatch appends the events of envs that are not in the feed yet, in
+// order and in one transaction, so a backlog costs one disk sync per batch
+// rather than one per event. It is an events.BatchHandler: subscribe it to
+// the bus as the consumer "feed" with SubscribeBatch. An envelope without
+// an id or type cannot be de-duplicated or filtered; it is logged and
+// dropped rather than retried, since retrying would hold back every later
+// event forever.
+func (l *Log) ConsumeBatch(_ context.Context, envs []*eventsv1.Envelope) error {
+	type entry struct {
+		env  *eventsv1.Envelope
+		data []byte
+	}
+	entries := make([]entry, 0, len(envs))
+	for _, env := range envs {
+		if env.GetId() == "" || env.GetType() == "" {
+			l.log.Error("feed: dropping an event without id or type", "id", env.GetId(), "type", env.GetType())
+			continue
+		}
+		data, err := proto.Marshal(env)
+		if err != nil {
+			return fmt.Errorf("feed: encode event %s: %w", env.GetId(), err)
+		}
+		entries = append(entries, entry{env, data})
+	}
+	if len(entries) == 0 {
 		return nil
 	}
-	data, err := proto.Marshal(env)
-	if err != nil {
-		return fmt.Errorf("feed: encode event %s: %w", env.GetId(), err)
-	}
 	var appended bool
-	err = l.db.Update(func(tx *bbolt.Tx) error {
-		var err error
-		appended, err = l.appendTx(tx, env, data)
-		return err
+	err := l.db.Update(func(tx *bbolt.Tx) error {
+		appended = false
+		for _, e := range entries {
+			ok, err := l.appendTx(tx, e.env, e.data)
+			if err != nil {
+				return fmt.Errorf("event %s: %w", e.env.GetId(), err)
+			}
+			appended = appended || ok
+		}
+		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("feed: append event %s: %w", env.GetId(), err)
+		return fmt.Errorf("feed: append %d events: %w", len(entries), err)
 	}
 	if appended {
 		l.mu.Lock()
@@ -196,7 +224,7 @@ func (l *Log) Consume(_ context.Context, env *eventsv1.Envelope) error {
 	return nil
 }
 
-var _ events.Handler = (*Log)(nil).Consume
+var _ events.BatchHandler = (*Log)(nil).ConsumeBatch
 
 // appendTx appends the encoded env in tx unless its id is already in the
 // log, and reports whether it did.

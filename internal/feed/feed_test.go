@@ -260,6 +260,50 @@ func TestConsumeDeduplicates(t *testing.T) {
 	})
 }
 
+func TestConsumeBatch(t *testing.T) {
+	l := openLog(t, &clock{now: t0})
+	e1, e2, e3, e4 := event(typeAccepted, ""), event(typeHeld, ""), event(typeInvoice, ""), event(typeCustomer, "")
+	consume(t, l, e1)
+	first, _, err := l.List(t.Context(), "", nil, 1)
+	if err != nil || len(first) != 1 {
+		t.Fatalf("List = %v, %v", first, err)
+	}
+	watched := make(chan []string, 1)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	go func() {
+		var got []string
+		_ = l.Watch(ctx, first[0].GetCursor(), nil, func(fe *integrationv1.FeedEvent) error {
+			got = append(got, fe.GetEvent().GetId())
+			if len(got) == 3 {
+				watched <- got
+			}
+			return nil
+		})
+	}()
+	// A redelivered batch overlaps what the feed holds and repeats itself;
+	// an envelope without id is dropped, not retried.
+	batch := []*eventsv1.Envelope{e1, e2, e3, e2, {Type: typeHeld}, e4}
+	if err := l.ConsumeBatch(t.Context(), batch); err != nil {
+		t.Fatalf("ConsumeBatch = %v", err)
+	}
+	if err := l.ConsumeBatch(t.Context(), batch); err != nil {
+		t.Fatalf("ConsumeBatch again = %v", err)
+	}
+	got, _, _ := listAll(t, t.Context(), l, "", nil, 10)
+	if want := envIDs([]*eventsv1.Envelope{e1, e2, e3, e4}); !slices.Equal(idsOf(got), want) {
+		t.Errorf("feed holds %q, want each event once, in batch order: %q", idsOf(got), want)
+	}
+	select {
+	case ids := <-watched:
+		if want := envIDs([]*eventsv1.Envelope{e2, e3, e4}); !slices.Equal(ids, want) {
+			t.Errorf("watcher got %q, want %q", ids, want)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("the watcher did not get the batch")
+	}
+}
+
 func TestRetention(t *testing.T) {
 	c := &clock{now: t0}
 	l := openLog(t, c)

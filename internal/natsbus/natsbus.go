@@ -8,9 +8,12 @@
 // the subject lets the server filter for each consumer; the event id in the
 // Nats-Msg-Id header lets the server drop a relay's republished duplicate.
 //
-// Each named consumer is a durable pull consumer that takes one message at
-// a time (MaxAckPending 1), so it handles events in stream order even while
-// one is being redelivered: a failing event holds back that consumer's later
+// Each named consumer is a durable pull consumer. The subscription asks for
+// what waits for it, handles it and answers the server before it asks for
+// more, and the server lets no more events out to the consumer than one
+// batch (MaxAckPending: 1 for Subscribe, the batch size for
+// SubscribeBatch), so events are handled in stream order even while some
+// are being redelivered: a failing batch holds back that consumer's later
 // events and no one else's.
 package natsbus
 
@@ -240,6 +243,21 @@ func (b *Bus) Publish(ctx context.Context, env *eventsv1.Envelope) error {
 // subject, are handled by checking each event's type on arrival. Changing a
 // consumer's filters between runs updates it in place.
 func (b *Bus) Subscribe(name string, filters []string, h events.Handler) (events.Subscription, error) {
+	if h == nil {
+		return b.subscribe(name, filters, 1, nil)
+	}
+	return b.subscribe(name, filters, 1, events.PerEvent(h))
+}
+
+// SubscribeBatch implements events.Bus as Subscribe does, with a consumer
+// that lets up to size events be out for handling at once (MaxAckPending):
+// each batch is what one pull request without waiting brings, and it is
+// acknowledged once the handler returns.
+func (b *Bus) SubscribeBatch(name string, filters []string, size int, h events.BatchHandler) (events.Subscription, error) {
+	return b.subscribe(name, filters, events.BatchSize(size), h)
+}
+
+func (b *Bus) subscribe(name string, filters []string, size int, h events.BatchHandler) (events.Subscription, error) {
 	if h == nil || !validName(name) {
 		return nil, fmt.Errorf("natsbus: consumer name %q: use letters, digits, '-' and '_', and give a handler", name)
 	}
@@ -259,15 +277,12 @@ func (b *Bus) Subscribe(name string, filters []string, h events.Handler) (events
 	b.subs[name] = nil // reserved while the consumer is set up
 	b.mu.Unlock()
 
-	s := &subscription{bus: b, name: name, filters: append([]string(nil), filters...), subjects: subjects, h: h, done: make(chan struct{})}
+	s := &subscription{bus: b, name: name, filters: append([]string(nil), filters...), subjects: subjects, size: size, h: h, done: make(chan struct{})}
 	s.ctx, s.cancel = context.WithCancel(b.ctx)
-	it, err := s.open()
+	err = s.open()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed { // Close came while the consumer was set up
-		if it != nil {
-			it.Stop()
-		}
 		err = events.ErrClosed
 	}
 	if err != nil {
@@ -275,7 +290,6 @@ func (b *Bus) Subscribe(name string, filters []string, h events.Handler) (events
 		s.cancel()
 		return nil, err
 	}
-	s.it = it
 	b.subs[name] = s
 	go s.run()
 	return s, nil

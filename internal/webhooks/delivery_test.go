@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	eventsv1 "github.com/millrace/millrace/gen/go/millrace/events/v1"
 	integrationv1 "github.com/millrace/millrace/gen/go/millrace/integration/v1"
 	"github.com/millrace/millrace/internal/webhooks/verify"
 )
@@ -433,6 +434,36 @@ func TestConsumeFiltersAndIsIdempotent(t *testing.T) {
 			t.Errorf("subscription %v: backlog %d, want %d", tt.sub.GetEventTypes(), s.GetBacklog(), tt.want)
 		}
 	}
+}
+
+// ConsumeBatch queues a batch as Consume would queue its events one by one:
+// once per (subscription, event), in order, with the backlog counted, also
+// when a batch is delivered again and overlaps what is queued.
+func TestConsumeBatch(t *testing.T) {
+	db, _ := tempStore(t)
+	d := newDispatcher(t, db, testOptions())
+	rc := newReceiver(t, nil)
+	every, secret := createSub(t, d, rc.url())
+	rc.setSecrets(secret)
+	other, _ := createSub(t, d, "http://127.0.0.1:1/c", "millrace.events.v1.Order*")
+	evs := makeEvents(subjects("customers/cus", 3), 4)
+	for _, batch := range [][]*eventsv1.Envelope{evs[:5], evs[3:9], evs[3:], {evs[0], evs[0]}} {
+		if err := d.ConsumeBatch(t.Context(), batch); err != nil {
+			t.Fatalf("ConsumeBatch: %v", err)
+		}
+	}
+	if got := len(deliveries(t, d, every.GetId(), integrationv1.DeliveryStatus_DELIVERY_STATUS_PENDING)); got != len(evs) {
+		t.Errorf("%d pending deliveries, want one per event: %d", got, len(evs))
+	}
+	if s := getSubT(t, d, every.GetId()); s.GetBacklog() != int64(len(evs)) {
+		t.Errorf("backlog %d, want %d", s.GetBacklog(), len(evs))
+	}
+	if s := getSubT(t, d, other.GetId()); s.GetBacklog() != 0 {
+		t.Errorf("backlog of a subscription no event matches: %d, want 0", s.GetBacklog())
+	}
+	start(t, d)
+	eventually(t, 5*time.Second, "every event delivered", func() bool { return len(rc.processedEvents()) == len(evs) })
+	checkExactlyOnceInOrder(t, rc.processedEvents(), evs)
 }
 
 // The body is the CloudEvent in structured mode and the headers carry the

@@ -103,7 +103,7 @@ type Options struct {
 }
 
 // Dispatcher queues, delivers and retries webhooks. Create one per process
-// with New, subscribe Consume to the bus, and call Run.
+// with New, subscribe ConsumeBatch to the bus, and call Run.
 type Dispatcher struct {
 	db        *storage.DB
 	opts      Options

@@ -5,10 +5,11 @@
 //
 // # Flow
 //
-// A Dispatcher consumes events from the bus (Consume, subscribed as
-// ConsumerName) and writes one delivery per matching subscription into the
-// integration store — all subscriptions in one transaction, idempotently by
-// (subscription, event id), whatever the subscription's status. Run attempts
+// A Dispatcher consumes events from the bus (ConsumeBatch, subscribed as
+// ConsumerName with SubscribeBatch) and writes one delivery per matching
+// subscription into the integration store — for every event of a batch and
+// all subscriptions in one transaction, idempotently by (subscription,
+// event id), whatever the subscription's status. Run attempts
 // pending deliveries of ACTIVE subscriptions; PAUSED and DISABLED ones keep
 // theirs queued.
 //

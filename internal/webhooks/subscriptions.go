@@ -415,16 +415,29 @@ func (d *Dispatcher) SendTestEvent(ctx context.Context, id string) (*integration
 	return dl.pb, nil
 }
 
-// Consume queues one delivery of env per subscription whose filters match
-// it, whatever the subscription's status (a paused or disabled
-// subscription's deliveries wait in its queue). All of them commit in one
-// transaction, and an event already queued for a subscription is skipped,
-// so the bus may deliver an event any number of times. Subscribe it to the
-// bus as ConsumerName with no filters.
-func (d *Dispatcher) Consume(_ context.Context, env *eventsv1.Envelope) error {
-	if env.GetId() == "" || env.GetType() == "" {
-		d.log.Error("webhooks dropped an event without an id or type", "type", env.GetType(), "id", env.GetId())
-		return nil
+// Consume queues the deliveries of one event as ConsumeBatch does. It is
+// an events.Handler, for callers that have one event; the process
+// subscribes ConsumeBatch.
+func (d *Dispatcher) Consume(ctx context.Context, env *eventsv1.Envelope) error {
+	return d.ConsumeBatch(ctx, []*eventsv1.Envelope{env})
+}
+
+// ConsumeBatch queues one delivery of each event of envs per subscription
+// whose filters match it, whatever the subscription's status (a paused or
+// disabled subscription's deliveries wait in its queue). All of them commit
+// in one transaction, in the order of envs, so a backlog costs one disk
+// sync per batch rather than one per event; and an event already queued for
+// a subscription is skipped, so the bus may deliver an event any number of
+// times. It is an events.BatchHandler: subscribe it to the bus as
+// ConsumerName with no filters, with SubscribeBatch.
+func (d *Dispatcher) ConsumeBatch(_ context.Context, envs []*eventsv1.Envelope) error {
+	valid := make([]*eventsv1.Envelope, 0, len(envs))
+	for _, env := range envs {
+		if env.GetId() == "" || env.GetType() == "" {
+			d.log.Error("webhooks dropped an event without an id or type", "type", env.GetType(), "id", env.GetId())
+			continue
+		}
+		valid = append(valid, env)
 	}
 	// Most events match no subscription; finding that out needs no write
 	// transaction, and so no disk sync.
@@ -434,10 +447,12 @@ func (d *Dispatcher) Consume(_ context.Context, env *eventsv1.Envelope) error {
 		if err != nil {
 			return err
 		}
-		for _, s := range subs {
-			if events.Matches(s.pb.GetEventTypes(), env.GetType()) {
-				matched = true
-				return nil
+		for _, env := range valid {
+			for _, s := range subs {
+				if events.Matches(s.pb.GetEventTypes(), env.GetType()) {
+					matched = true
+					return nil
+				}
 			}
 		}
 		return nil
@@ -447,38 +462,63 @@ func (d *Dispatcher) Consume(_ context.Context, env *eventsv1.Envelope) error {
 	if !matched {
 		return nil
 	}
-	var touched []laneKey
+	var (
+		queued int
+		lanes  []laneKey
+	)
 	err := d.db.Update(func(tx *bbolt.Tx) error {
-		touched = touched[:0]
+		queued, lanes = 0, lanes[:0]
 		subs, err := allSubs(tx)
 		if err != nil {
 			return err
 		}
 		now := time.Now().UTC()
+		seen := map[laneKey]bool{}
+		grown := map[*subscription]bool{}
+		for _, env := range valid {
+			for _, s := range subs {
+				if !events.Matches(s.pb.GetEventTypes(), env.GetType()) {
+					continue
+				}
+				if tx.Bucket(bucketByEvent).Get(storage.KeyStrings(s.pb.GetId(), env.GetId())) != nil {
+					continue
+				}
+				dl, err := d.queueEvent(tx, s, env, now)
+				if err != nil {
+					return fmt.Errorf("event %s: %w", env.GetId(), err)
+				}
+				queued++
+				grown[s] = true
+				if k := (laneKey{s.pb.GetId(), dl.lane}); !seen[k] {
+					seen[k] = true
+					lanes = append(lanes, k)
+				}
+			}
+		}
 		for _, s := range subs {
-			if !events.Matches(s.pb.GetEventTypes(), env.GetType()) {
-				continue
+			if grown[s] {
+				if err := putSub(tx, s); err != nil {
+					return err
+				}
 			}
-			if tx.Bucket(bucketByEvent).Get(storage.KeyStrings(s.pb.GetId(), env.GetId())) != nil {
-				continue
-			}
-			dl, err := d.queueEvent(tx, s, env, now)
-			if err != nil {
-				return err
-			}
-			touched = append(touched, laneKey{s.pb.GetId(), dl.lane})
 		}
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("webhooks: queue event %s: %w", env.GetId(), err)
+		return fmt.Errorf("webhooks: queue %d events: %w", len(valid), err)
 	}
-	d.metrics.queued(len(touched))
-	d.ensureLanes(touched)
+	d.metrics.queued(queued)
+	d.ensureLanes(lanes)
 	return nil
 }
 
-// queueEvent adds a new pending delivery of env for s and writes s.
+var (
+	_ events.Handler      = (*Dispatcher)(nil).Consume
+	_ events.BatchHandler = (*Dispatcher)(nil).ConsumeBatch
+)
+
+// queueEvent adds a new pending delivery of env for s and counts it in s's
+// backlog; the caller writes s.
 func (d *Dispatcher) queueEvent(tx *bbolt.Tx, s *subscription, env *eventsv1.Envelope, now time.Time) (*delivery, error) {
 	lane := env.GetSubject()
 	if lane == "" {
@@ -503,7 +543,7 @@ func (d *Dispatcher) queueEvent(tx *bbolt.Tx, s *subscription, env *eventsv1.Env
 		return nil, err
 	}
 	s.pb.Backlog++
-	return dl, putSub(tx, s)
+	return dl, nil
 }
 
 // ListDeliveries pages through a subscription's deliveries, newest first,
@@ -644,7 +684,10 @@ func (d *Dispatcher) ReplaySubscription(ctx context.Context, id string, start, e
 				touched = append(touched, laneKey{id, dl.lane})
 				n++
 			}
-			return nil
+			if n == 0 {
+				return nil
+			}
+			return putSub(tx, s)
 		})
 		if err != nil {
 			return err

@@ -7,7 +7,10 @@
 // prefixes ending in "*"), at-least-once redelivery when a handler fails,
 // per-subject order, independent named consumers, durable resumption (for
 // durable buses), that Stop and Close end delivery, and that they leave no
-// goroutine behind.
+// goroutine behind; and for batch consumers (SubscribeBatch) that batches
+// keep publish order within and across them, are bounded by the batch
+// size, never wait to fill up, are delivered again whole after an error,
+// and resume on a durable bus.
 package bustest
 
 import (
@@ -77,8 +80,12 @@ func Run(t *testing.T, newBus NewBus, opts ...Option) {
 	t.Run("a name is subscribed at most once", s.duplicateName)
 	t.Run("Stop ends delivery and cancels a running handler", s.stop)
 	t.Run("Close ends delivery and refuses further use", s.close)
+	t.Run("a lone event is delivered without waiting for a batch to fill", s.batchLone)
+	t.Run("batches keep publish order and their size, and come again whole after an error", s.batchOrder)
+	t.Run("a batch consumer and an event consumer of one bus get the same events", s.batchFilters)
 	if c.durable {
 		t.Run("a durable consumer resumes where it stopped", s.durableResume)
+		t.Run("a durable batch consumer resumes where it stopped, a stopped batch first", s.durableBatchResume)
 	}
 	t.Run("Stop and Close leave no goroutine behind", s.noLeaks)
 }
@@ -134,6 +141,15 @@ func subscribe(t *testing.T, b events.Bus, name string, filters []string, h even
 	return sub
 }
 
+func subscribeBatch(t *testing.T, b events.Bus, name string, filters []string, size int, h events.BatchHandler) events.Subscription {
+	t.Helper()
+	sub, err := b.SubscribeBatch(name, filters, size, h)
+	if err != nil {
+		t.Fatalf("SubscribeBatch %q: %v", name, err)
+	}
+	return sub
+}
+
 // recorder is a handler that keeps every delivery, duplicates included.
 type recorder struct {
 	mu  sync.Mutex
@@ -169,6 +185,27 @@ func (r *recorder) firsts() []*eventsv1.Envelope {
 
 func (r *recorder) has(id string) bool {
 	return slices.ContainsFunc(r.all(), func(e *eventsv1.Envelope) bool { return e.GetId() == id })
+}
+
+// batchRecorder is a batch handler that keeps every delivery, duplicates
+// included, and the size of every batch.
+type batchRecorder struct {
+	recorder
+	sizes []int
+}
+
+func (r *batchRecorder) handleBatch(_ context.Context, envs []*eventsv1.Envelope) error {
+	r.mu.Lock()
+	r.sizes = append(r.sizes, len(envs))
+	r.got = append(r.got, envs...)
+	r.mu.Unlock()
+	return nil
+}
+
+func (r *batchRecorder) batchSizes() []int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.sizes)
 }
 
 // waitFor waits until the recorder has every event in envs.
@@ -460,6 +497,200 @@ func (s *suite) durableResume(t *testing.T) {
 	}
 }
 
+func (s *suite) batchLone(t *testing.T) {
+	b := s.newBus(t)
+	rec := &batchRecorder{}
+	sub := subscribeBatch(t, b, "lone", nil, 0, rec.handleBatch)
+	defer sub.Stop()
+	for i := range 3 {
+		e := newEvent(typePing, "pings/lone", uint64(i+1))
+		s.publish(t, b, e)
+		// Nothing follows it: a bus that waited for a batch to fill would
+		// never deliver it.
+		s.waitFor(t, &rec.recorder, fmt.Sprintf("lone event %d", i+1), e)
+	}
+	if got := rec.batchSizes(); !slices.Equal(got, []int{1, 1, 1}) {
+		t.Errorf("batch sizes = %v, want three batches of one", got)
+	}
+}
+
+func (s *suite) batchOrder(t *testing.T) {
+	b := s.newBus(t)
+	const size, perSubject, subjects = 4, 10, 2
+	var (
+		mu      sync.Mutex
+		calls   [][]string // event ids of each call, failed ones included
+		failed  []bool
+		applied []string // what the consumer committed, de-duplicated by id
+		seen    = map[string]bool{}
+		out     atomic.Bool // every event published
+	)
+	subscribeBatch(t, b, "batched", nil, size, func(_ context.Context, envs []*eventsv1.Envelope) error {
+		mu.Lock()
+		defer mu.Unlock()
+		ids := idsOf(envs)
+		calls = append(calls, ids)
+		// The first call, and every call until all events are out, commits
+		// the first half of its batch and then fails: a backlog builds
+		// behind the failing batch, and what it committed comes again.
+		fail := len(calls) == 1 || !out.Load()
+		failed = append(failed, fail)
+		n := len(ids)
+		if fail {
+			n /= 2
+		}
+		for _, id := range ids[:n] {
+			if !seen[id] {
+				seen[id] = true
+				applied = append(applied, id)
+			}
+		}
+		if fail {
+			return errors.New("downstream unavailable")
+		}
+		return nil
+	})
+	seq := map[string]uint64{}
+	var published []*eventsv1.Envelope
+	for i := range perSubject * subjects {
+		subj := fmt.Sprintf("orders/batch-%d", i%subjects)
+		seq[subj]++
+		published = append(published, newEvent(typeOrderAccepted, subj, seq[subj]))
+	}
+	s.publish(t, b, published...)
+	out.Store(true)
+	s.eventually(t, "every event committed", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(applied) == len(published)
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(applied, idsOf(published)) {
+		t.Errorf("the consumer committed the events in another order than published:\n got %q\nwant %q", applied, idsOf(published))
+	}
+	var handled []string
+	sawFailure, sawBatch := false, false
+	for i, ids := range calls {
+		if len(ids) == 0 || len(ids) > size {
+			t.Errorf("call %d got a batch of %d events, want 1 to %d", i, len(ids), size)
+		}
+		if failed[i] {
+			sawFailure = true
+			if next := calls[min(i+1, len(calls)-1)]; i+1 == len(calls) || len(next) < len(ids) || !slices.Equal(next[:len(ids)], ids) {
+				t.Errorf("after the failed batch %q the handler got %q, want the failed batch again, whole and first", ids, next)
+			}
+			continue
+		}
+		sawBatch = sawBatch || len(ids) > 1
+		handled = append(handled, ids...)
+	}
+	if !slices.Equal(handled, idsOf(published)) {
+		t.Errorf("the batches handled without error carried %q, want each event once in publish order %q", handled, idsOf(published))
+	}
+	if !sawFailure {
+		t.Error("the handler never failed; the test did not test redelivery")
+	}
+	if !sawBatch {
+		t.Errorf("no batch held more than one event, though a backlog built while the consumer failed (calls: %q)", calls)
+	}
+}
+
+func (s *suite) batchFilters(t *testing.T) {
+	b := s.newBus(t)
+	filters := []string{"bustest.v1.Order*", typeEnd}
+	each, batched := &recorder{}, &batchRecorder{}
+	subscribe(t, b, "each", filters, each.handle)
+	subscribeBatch(t, b, "batched", filters, 3, func(ctx context.Context, envs []*eventsv1.Envelope) error {
+		if len(envs) == 0 {
+			t.Error("the batch handler got an empty batch")
+		}
+		return batched.handleBatch(ctx, envs)
+	})
+	var published []*eventsv1.Envelope
+	for i, typ := range []string{typeOrderAccepted, typeInvoicePosted, typePing, typeOrderHeld, typeOther, typeOther, typeOrderHeldAgain, typeInvoicePosted, typeEnd} {
+		published = append(published, newEvent(typ, "orders/batch-filters", uint64(i+1)))
+	}
+	s.publish(t, b, published...)
+	end := published[len(published)-1]
+	s.waitFor(t, each, "the end marker at the event consumer", end)
+	s.waitFor(t, &batched.recorder, "the end marker at the batch consumer", end)
+	want := []string{typeOrderAccepted, typeOrderHeld, typeOrderHeldAgain, typeEnd}
+	if got := typesOf(each.firsts()); !slices.Equal(got, want) {
+		t.Errorf("event consumer got %q, want %q", got, want)
+	}
+	if got := typesOf(batched.firsts()); !slices.Equal(got, want) {
+		t.Errorf("batch consumer got %q, want %q", got, want)
+	}
+}
+
+func (s *suite) durableBatchResume(t *testing.T) {
+	const size = 3
+	b := s.newBus(t)
+	rec := &batchRecorder{}
+	var e []*eventsv1.Envelope
+	for i := range 12 {
+		e = append(e, newEvent(typeOrderAccepted, "orders/durable-batch", uint64(i+1)))
+	}
+	// An event consumer first: a durable consumer may change how it takes
+	// its events from one subscription to the next.
+	sub := subscribe(t, b, "resuming-batches", nil, rec.handle)
+	s.publish(t, b, e[0])
+	s.waitFor(t, &rec.recorder, "the event before Stop", e[0])
+	sub.Stop()
+
+	// Events published while it is away wait for it and come in batches.
+	s.publish(t, b, e[1:6]...)
+	sub = subscribeBatch(t, b, "resuming-batches", nil, size, rec.handleBatch)
+	s.waitFor(t, &rec.recorder, "the events published while stopped", e[1:6]...)
+	sub.Stop()
+
+	// A batch that Stop takes from its handler goes first to the next
+	// subscription, ahead of later events.
+	s.publish(t, b, e[6:9]...)
+	held := make(chan []string, 1)
+	sub = subscribeBatch(t, b, "resuming-batches", nil, size, func(ctx context.Context, envs []*eventsv1.Envelope) error {
+		select {
+		case held <- idsOf(envs):
+		default:
+		}
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	select {
+	case ids := <-held:
+		if want := idsOf(e[6:9]); len(ids) == 0 || !slices.Equal(ids, want[:min(len(ids), len(want))]) {
+			t.Errorf("the first batch after resuming was %q, want it to start the events not yet handled %q", ids, want)
+		}
+	case <-time.After(s.cfg.wait):
+		t.Fatal("the blocking handler never got a batch")
+	}
+	sub.Stop()
+	s.publish(t, b, e[9])
+	sub = subscribeBatch(t, b, "resuming-batches", nil, size, rec.handleBatch)
+	s.waitFor(t, &rec.recorder, "the interrupted batch and the event after it", e[6:10]...)
+	sub.Stop()
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// A new process finds the consumer where the old one left it.
+	b2 := s.newBus(t)
+	s.publish(t, b2, e[10:]...)
+	sub = subscribeBatch(t, b2, "resuming-batches", nil, size, rec.handleBatch)
+	defer sub.Stop()
+	s.waitFor(t, &rec.recorder, "the events published before the new process subscribed", e[10:]...)
+	if got, want := idsOf(rec.all()), idsOf(e); !slices.Equal(got, want) {
+		t.Errorf("deliveries = %q, want each event once in order %q: a resumed consumer starts after what it handled", got, want)
+	}
+	for _, n := range rec.batchSizes() {
+		if n > size {
+			t.Errorf("batch sizes %v: want none above %d", rec.batchSizes(), size)
+			break
+		}
+	}
+}
+
 func (s *suite) noLeaks(t *testing.T) {
 	b := s.newBus(t)
 	rec := &recorder{}
@@ -478,11 +709,18 @@ func (s *suite) noLeaks(t *testing.T) {
 	s.waitFor(t, rec, "an event after Stop and Subscribe", e2)
 	sub.Stop()
 
-	// Close must also stop a subscription nobody stopped.
-	subscribe(t, b, "leak-check", nil, rec.handle)
+	brec := &batchRecorder{}
+	sub = subscribeBatch(t, b, "leak-check", nil, 0, brec.handleBatch)
 	e3 := newEvent(typePing, "pings/leak", 3)
 	s.publish(t, b, e3)
-	s.waitFor(t, rec, "an event before Close", e3)
+	s.waitFor(t, &brec.recorder, "an event after SubscribeBatch", e3)
+	sub.Stop()
+
+	// Close must also stop a subscription nobody stopped.
+	subscribe(t, b, "leak-check", nil, rec.handle)
+	e4 := newEvent(typePing, "pings/leak", 4)
+	s.publish(t, b, e4)
+	s.waitFor(t, rec, "an event before Close", e4)
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}

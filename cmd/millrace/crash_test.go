@@ -209,19 +209,15 @@ func TestCrashRecovery(t *testing.T) {
 		}
 	}
 	if len(reran) > 0 {
-		// Known defect, logged rather than failed: the answer to an
-		// Idempotency-Key is stored in a commit of its own after the
-		// handler's, so a kill between the two loses it; once the claim's
-		// lease ran out the retry ran the create again, which the unique
-		// external reference refused. No duplicate here, but the CRM got a
-		// 409 naming the holder instead of its 200 (and a create without an
-		// external reference would have made a second account).
+		// A keyed create attaches what it created to its Idempotency-Key
+		// claim in the same commit, so a retry after a kill that lost the
+		// stored answer gets the account, never a 409 naming it.
 		refs := make([]string, 0, len(reran))
 		for ref := range reran {
 			refs = append(refs, ref)
 		}
 		sort.Strings(refs)
-		t.Logf("KNOWN DEFECT: %d creates were run again after a crash lost their Idempotency-Key answer, and refused as EXTERNAL_REF_TAKEN: %v", len(reran), refs)
+		t.Errorf("%d creates were run again after a crash lost their Idempotency-Key answer, and refused as EXTERNAL_REF_TAKEN: %v", len(reran), refs)
 	}
 	if ackedCustomers == 0 || ackedOrders == 0 {
 		t.Fatalf("the load acknowledged %d customers and %d orders; the test proves nothing", ackedCustomers, ackedOrders)

@@ -172,7 +172,7 @@ func newNode(cfg *serveConfig, log *slog.Logger, stdout io.Writer) (_ *node, err
 			return nil, err
 		}
 		if released > 0 {
-			log.Warn("released idempotency keys left in flight by a previous run; their clients' retries run again", "store", name, "keys", released)
+			log.Warn("released idempotency keys left in flight by a previous run; a retry runs again, or answers with what the first run created", "store", name, "keys", released)
 		}
 		n.idem[name] = st
 	}

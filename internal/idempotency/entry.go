@@ -28,6 +28,10 @@ type entry struct {
 	leaseUntil time.Time
 	expiresAt  time.Time
 	rec        Record
+	// resource is the id of what the request created, attached by the
+	// handler in the transaction that created it (see Attach); only an
+	// in-flight claim carries one.
+	resource string
 }
 
 func (e entry) expired(now time.Time) bool { return !now.Before(e.expiresAt) }
@@ -36,7 +40,7 @@ func (e entry) expired(now time.Time) bool { return !now.Before(e.expiresAt) }
 // keeps records compact and independent of any message schema the caller
 // uses for the response bytes it stores.
 func (e entry) encode() []byte {
-	n := 2 + 5*binary.MaxVarintLen64 + len(e.hash) + len(e.rec.Response) + len(e.rec.Message)
+	n := 2 + 6*binary.MaxVarintLen64 + len(e.hash) + len(e.rec.Response) + len(e.rec.Message) + len(e.resource)
 	for _, d := range e.rec.Details {
 		n += binary.MaxVarintLen64 + len(d)
 	}
@@ -52,7 +56,12 @@ func (e entry) encode() []byte {
 	for _, d := range e.rec.Details {
 		b = appendBytes(b, d)
 	}
-	return binary.AppendVarint(b, timeNanos(e.rec.CompletedAt))
+	b = binary.AppendVarint(b, timeNanos(e.rec.CompletedAt))
+	if e.resource != "" {
+		// Optional and last, so records without one keep their layout.
+		b = appendBytes(b, []byte(e.resource))
+	}
+	return b
 }
 
 // decodeEntry parses an encoded entry. Everything it returns is copied out of
@@ -88,6 +97,12 @@ func decodeEntry(data []byte) (entry, error) {
 		return entry{}, errCorrupt
 	}
 	e.rec.CompletedAt = nanosTime(d.varint())
+	if len(d.b) > 0 && !d.err {
+		// An attached resource id; when present it is never empty.
+		if e.resource = string(d.bytes()); e.resource == "" {
+			return entry{}, errCorrupt
+		}
+	}
 	if d.err || len(d.b) != 0 {
 		return entry{}, errCorrupt
 	}

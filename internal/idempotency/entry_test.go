@@ -20,6 +20,7 @@ func TestEntryRoundTrip(t *testing.T) {
 			Details: [][]byte{[]byte("a"), []byte("bb")}, CompletedAt: at,
 		}}},
 		{"max code", entry{state: stateCompleted, hash: []byte("h"), rec: Record{Code: 1<<32 - 1}}},
+		{"claim with a resource", entry{state: stateInFlight, hash: []byte("h"), leaseUntil: at, expiresAt: at.Add(time.Hour), resource: "ord_01JF"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

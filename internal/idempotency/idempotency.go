@@ -123,7 +123,11 @@ type Outcome interface{ outcome() }
 // Started means the caller now owns the key: it must run the request and
 // then call Complete, or Abandon if the request failed in a way the client
 // may retry.
-type Started struct{}
+//
+// Resource is set when an earlier attempt with this key and request created
+// something (see Attach) and then died before its answer was stored: the
+// request must answer with that resource instead of creating another.
+type Started struct{ Resource string }
 
 // Replay means the same request already completed under this key; answer
 // with the stored Record instead of running it again.
@@ -168,8 +172,21 @@ func (s *Store) Begin(scope, key string, requestHash []byte) (Outcome, error) {
 		if found {
 			old = &cur
 		}
+		// A claim whose owner is gone (lease over) is taken over; what that
+		// owner created, if it said so, is handed to the new owner.
+		// A claim that created something stays bound to its request: only
+		// the same request takes it over.
+		var resource string
 		if found && (cur.expired(now) || (cur.state == stateInFlight && !now.Before(cur.leaseUntil))) {
-			found = false
+			switch {
+			case cur.expired(now) || cur.resource == "":
+				found = false
+			case bytes.Equal(cur.hash, requestHash):
+				resource, found = cur.resource, false
+			default:
+				out = Mismatch{}
+				return nil
+			}
 		}
 		if found {
 			switch {
@@ -187,11 +204,12 @@ func (s *Store) Begin(scope, key string, requestHash []byte) (Outcome, error) {
 			hash:       bytes.Clone(requestHash),
 			leaseUntil: now.Add(s.lease),
 			expiresAt:  now.Add(s.ttl),
+			resource:   resource,
 		}
 		if err := store(tx, rk, old, claim); err != nil {
 			return err
 		}
-		out = Started{}
+		out = Started{Resource: resource}
 		return nil
 	})
 	if err != nil {
@@ -240,6 +258,30 @@ func (s *Store) Complete(scope, key string, rec Record) error {
 		return fmt.Errorf("%w %q", ErrNoClaim, key)
 	}
 	return nil
+}
+
+// Attach records, in the caller's own transaction tx, that the request
+// holding the claim on key within scope created resourceID. Call it in the
+// transaction that stores the resource, on a store whose idempotency
+// records share the resource's file: should the process die before
+// Complete, the claim survives ReleaseAbandoned and the client's retry is
+// Started with Resource set, so it answers with what was created instead
+// of creating it again. Without a running claim it does nothing.
+func Attach(tx *bbolt.Tx, scope, key, resourceID string) error {
+	if err := checkKey(scope, key); err != nil {
+		return err
+	}
+	if resourceID == "" {
+		return errors.New("idempotency: attach: empty resource id")
+	}
+	rk := storage.KeyStrings(scope, key)
+	cur, found, err := load(tx, rk)
+	if err != nil || !found || cur.state != stateInFlight {
+		return err
+	}
+	next := cur
+	next.resource = resourceID
+	return store(tx, rk, &cur, next)
 }
 
 // Abandon releases a running claim on key within scope so the client may
@@ -426,11 +468,13 @@ func nanos(t time.Time) uint64 {
 	return uint64(t.UnixNano())
 }
 
-// ReleaseAbandoned deletes every in-flight claim in the store and reports
+// ReleaseAbandoned releases every in-flight claim in the store and reports
 // how many there were. Call it once, right after the process opened the
 // store: bbolt's file lock proves no other process holds it, so a claim
 // still in flight belongs to a process that died mid-request, and its
-// client's retry should run now rather than wait out the lease.
+// client's retry should run now rather than wait out the lease. A claim
+// with an attached resource is kept with its lease ended, so that the
+// retry learns what the dead request created; the others are deleted.
 func (s *Store) ReleaseAbandoned() (int, error) {
 	n := 0
 	err := s.db.Update(func(tx *bbolt.Tx) error {
@@ -456,6 +500,14 @@ func (s *Store) ReleaseAbandoned() (int, error) {
 			return err
 		}
 		for _, c := range stale {
+			if c.e.resource != "" {
+				released := c.e
+				released.leaseUntil = time.Time{}
+				if err := store(tx, c.rk, &c.e, released); err != nil {
+					return err
+				}
+				continue
+			}
 			if err := remove(tx, c.rk, c.e); err != nil {
 				return err
 			}

@@ -546,3 +546,59 @@ func TestReleaseAbandonedAfterRestart(t *testing.T) {
 		t.Fatal("a completed answer was dropped")
 	}
 }
+
+// TestAttachSurvivesACrash covers a request that created something and
+// died before its answer was stored: the claim keeps what was attached in
+// the creating transaction, survives ReleaseAbandoned, and the retry with
+// the same request is Started with the resource; a retry with another
+// request is refused as a mismatch, and a claim without a resource is
+// released as before.
+func TestAttachSurvivesACrash(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "svc.db")
+	db := openDB(t, path)
+	s := NewStore(db, Options{})
+	for _, key := range []string{"created", "nothing"} {
+		if out := mustBegin(t, s, key, hashA); out != (Started{}) {
+			t.Fatalf("begin %s: %#v", key, out)
+		}
+	}
+	// The handler's own transaction stores its record and attaches it.
+	if err := db.Update(func(tx *bbolt.Tx) error { return Attach(tx, scope, "created", "ord_1") }); err != nil {
+		t.Fatal(err)
+	}
+	// Attaching to a key without a running claim does nothing.
+	if err := db.Update(func(tx *bbolt.Tx) error { return Attach(tx, scope, "unclaimed", "ord_2") }); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bbolt.Tx) error { return Attach(tx, scope, "created", "") }); err == nil {
+		t.Error("attaching an empty resource id succeeded")
+	}
+	if r, i := counts(t, db); r != 2 || i != 2 {
+		t.Fatalf("records %d, index entries %d; want 2 and 2", r, i)
+	}
+	db.Close()
+
+	db = openDB(t, path) // the process died before Complete
+	s = NewStore(db, Options{})
+	if n, err := s.ReleaseAbandoned(); err != nil || n != 2 {
+		t.Fatalf("released %d, %v; want 2", n, err)
+	}
+	if out := mustBegin(t, s, "created", hashB); out != (Mismatch{}) {
+		t.Errorf("another request under the key: %#v, want Mismatch", out)
+	}
+	if out := mustBegin(t, s, "created", hashA); out != (Started{Resource: "ord_1"}) {
+		t.Fatalf("retry: %#v, want Started with the created resource", out)
+	}
+	if out := mustBegin(t, s, "nothing", hashA); out != (Started{}) {
+		t.Errorf("retry of a request that created nothing: %#v, want Started", out)
+	}
+	if err := s.Complete(scope, "created", okRecord); err != nil {
+		t.Fatal(err)
+	}
+	if out := mustBegin(t, s, "created", hashA); out == (Started{Resource: "ord_1"}) || out == (Started{}) {
+		t.Errorf("after Complete: %#v, want the stored answer replayed", out)
+	}
+	if r, i := counts(t, db); r != 2 || i != 2 {
+		t.Errorf("records %d, index entries %d; want 2 and 2", r, i)
+	}
+}

@@ -96,10 +96,11 @@ func (i *Idempotency) Handle(ctx context.Context, p auth.Principal, fullMethod s
 	case idempotency.Replay:
 		_ = grpc.SetHeader(ctx, metadata.Pairs(MDIdempotentReplayed, "true"))
 		return replay(fullMethod, o.Record)
+	case idempotency.Started:
+		// This call owns the key. The handler learns the claim too, so that
+		// it can attach what it creates (see reqctx.Idempotency).
+		ctx = reqctx.WithIdempotency(ctx, reqctx.Idempotency{Scope: scope, Key: key, Created: o.Resource})
 	}
-	// Started: this call owns the key. The handler learns the key too, so
-	// that it can record it with what it creates (see reqctx.Idempotency).
-	ctx = reqctx.WithIdempotency(ctx, reqctx.Idempotency{Key: scope + "|" + key, RequestHash: sum[:]})
 	resp, herr := handler(ctx, req)
 	if herr != nil && retryable(status.Code(herr)) {
 		if err := store.Abandon(scope, key); err != nil {

@@ -82,22 +82,25 @@ func Actor(ctx context.Context) string {
 	return "system"
 }
 
-// Idempotency identifies a request sent with an Idempotency-Key: the key
-// scoped to the caller and method, and a hash of the request. A handler
-// that creates a record may store it with the record, in the same
-// transaction, so that a retry after a crash (when the stored answer was
-// never written) finds the record instead of creating another.
+// Idempotency identifies a request sent with an Idempotency-Key: the
+// scope (caller and method) and key the platform claimed for it. A handler
+// that creates a record attaches its id to the claim in the transaction
+// that stores it (idempotency.Attach), so that a retry after a crash that
+// lost the stored answer arrives with Created set and answers with that
+// record instead of creating another.
 type Idempotency struct {
-	Key         string
-	RequestHash []byte
+	Scope, Key string
+	// Created is the id an earlier attempt of this very request created
+	// and attached before it died; empty on a first attempt.
+	Created string
 }
 
-// WithIdempotency returns ctx carrying the request's idempotency identity.
+// WithIdempotency returns ctx carrying the request's idempotency claim.
 func WithIdempotency(ctx context.Context, id Idempotency) context.Context {
 	return context.WithValue(ctx, idempotencyKey, id)
 }
 
-// IdempotencyOf returns the idempotency identity of ctx; ok is false for a
+// IdempotencyOf returns the idempotency claim of ctx; ok is false for a
 // request sent without an Idempotency-Key.
 func IdempotencyOf(ctx context.Context) (id Idempotency, ok bool) {
 	id, ok = ctx.Value(idempotencyKey).(Idempotency)

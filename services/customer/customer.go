@@ -49,6 +49,7 @@ import (
 	"github.com/millrace/millrace/internal/auth"
 	"github.com/millrace/millrace/internal/ids"
 	"github.com/millrace/millrace/internal/money"
+	"github.com/millrace/millrace/internal/reqctx"
 )
 
 // Bounds of the customer service.
@@ -204,6 +205,9 @@ const (
 type txn interface {
 	// customer returns the stored account, or nil when there is none.
 	customer(id string) (*customerv1.Customer, error)
+	// attach records on the request's idempotency claim that it created
+	// the account id (see idempotency.Attach).
+	attach(claim reqctx.Idempotency, id string) error
 	// refHolder returns the id of the account holding an external
 	// reference, or "" when none does.
 	refHolder(system, refID string) (string, error)
@@ -570,10 +574,29 @@ func (k *core) create(ctx context.Context, p auth.Principal, in *customerv1.Cust
 	if err := checkOwnership(p, "customer", nil, c); err != nil {
 		return nil, err
 	}
+	// A retry of a keyed create whose answer was lost in a crash gets the
+	// account the first attempt stored.
+	claim, keyed := reqctx.IdempotencyOf(ctx)
+	if keyed && claim.Created != "" {
+		var prev *customerv1.Customer
+		if err := k.repo.view(ctx, func(tx txn) error {
+			var err error
+			prev, err = tx.customer(claim.Created)
+			return err
+		}); err != nil {
+			return nil, err
+		}
+		if prev != nil && p.SeesRegion(prev.GetRegion()) {
+			return prev, nil
+		}
+	}
 	var out *customerv1.Customer
 	err := k.repo.update(ctx, func(tx txn) error {
 		out = nil
 		created, err := k.insert(ctx, tx, p, "customer", c)
+		if err == nil && keyed {
+			err = tx.attach(claim, created.GetId())
+		}
 		out = created
 		return err
 	})

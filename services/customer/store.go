@@ -11,6 +11,8 @@ import (
 	customerv1 "github.com/millrace/millrace/gen/go/millrace/customer/v1"
 	typev1 "github.com/millrace/millrace/gen/go/millrace/type/v1"
 	"github.com/millrace/millrace/internal/events"
+	"github.com/millrace/millrace/internal/idempotency"
+	"github.com/millrace/millrace/internal/reqctx"
 	"github.com/millrace/millrace/internal/storage"
 )
 
@@ -50,6 +52,10 @@ func (s *store) run(ctx context.Context, fn func(txn) error) storage.WriteFunc {
 		err := fn(t)
 		return t.emitted > 0, err
 	}
+}
+
+func (t *storeTx) attach(claim reqctx.Idempotency, id string) error {
+	return idempotency.Attach(t.tx, claim.Scope, claim.Key, id)
 }
 
 func (t *storeTx) customer(id string) (*customerv1.Customer, error) {

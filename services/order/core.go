@@ -146,8 +146,7 @@ type txn interface {
 	// orderByRef returns the id of the order holding an external
 	// reference, "" when none does.
 	orderByRef(system, refID string) (string, error)
-	orderByIdempotency(id reqctx.Idempotency) string
-	putOrderIdempotency(id reqctx.Idempotency, orderID string) error
+	attach(id reqctx.Idempotency, orderID string) error
 	// putOrder writes rec and moves its index entries (and its place in
 	// the set of orders the background drives) from old, nil for a new
 	// order. A reference another order holds is a *refTakenError.

@@ -2,7 +2,6 @@ package order
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"io"
 	"log/slog"
@@ -206,18 +205,11 @@ func testAuth(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler 
 	if tp := get("traceparent"); tp != "" {
 		ctx = reqctx.WithTraceparent(ctx, tp)
 	}
-	if k := get("x-test-idempotency-key"); k != "" {
-		// What the platform's idempotency layer hands the handler: the
-		// scoped key and a hash of the request (here of x-test-request).
-		sum := sha256.Sum256([]byte(get("x-test-request")))
-		ctx = reqctx.WithIdempotency(ctx, reqctx.Idempotency{Key: key + "|" + k, RequestHash: sum[:]})
-	}
 	return handler(ctx, req)
 }
 
 // as returns a context calling as a role, with optional extra metadata
-// pairs (x-test-region, x-correlation-id, traceparent, x-test-key,
-// x-test-idempotency-key with x-test-request).
+// pairs (x-test-region, x-correlation-id, traceparent, x-test-key).
 func as(role string, kv ...string) context.Context {
 	return metadata.AppendToOutgoingContext(context.Background(), append([]string{"x-test-role", role}, kv...)...)
 }

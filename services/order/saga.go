@@ -74,16 +74,17 @@ func (k *core) createOrder(ctx context.Context, p auth.Principal, in *orderv1.Or
 	if err := checkRegionScope(p, "order.ship_to_region", in.GetShipToRegion()); err != nil {
 		return nil, err
 	}
-	// A retry of a keyed request whose answer was lost in a crash finds
-	// the order the first attempt stored.
+	// A retry of a keyed request whose answer was lost in a crash gets the
+	// order the first attempt stored.
 	idem, keyed := reqctx.IdempotencyOf(ctx)
-	if keyed {
-		var id string
-		if err := k.repo.view(ctx, func(tx txn) error { id = tx.orderByIdempotency(idem); return nil }); err != nil {
+	if keyed && idem.Created != "" {
+		rec, err := k.load(ctx, idem.Created)
+		var nf *notFoundError
+		switch {
+		case err == nil && seesOrder(p, rec.o):
+			return k.existing(ctx, idem.Created)
+		case err != nil && !errors.As(err, &nf):
 			return nil, err
-		}
-		if id != "" {
-			return k.existing(ctx, id)
 		}
 	}
 	ref := in.GetExternalRef()
@@ -149,7 +150,7 @@ func (k *core) createOrder(ctx context.Context, p auth.Principal, in *orderv1.Or
 			}
 		}
 		if keyed {
-			if err := tx.putOrderIdempotency(idem, rec.o.GetId()); err != nil {
+			if err := tx.attach(idem, rec.o.GetId()); err != nil {
 				return err
 			}
 		}

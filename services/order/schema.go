@@ -3,8 +3,6 @@ package order
 import (
 	"time"
 
-	"go.etcd.io/bbolt"
-
 	"github.com/millrace/millrace/internal/storage"
 )
 
@@ -26,15 +24,6 @@ var (
 	// order id: one CRM reference names at most one order, which is what
 	// makes CreateOrder idempotent by external reference.
 	bucketOrdersByRef = []byte("orders_by_ref")
-
-	// bucketOrdersByIdempotencyKey maps the Idempotency-Key of a
-	// CreateOrder (scoped to the caller, reqctx.Idempotency.Key) to the
-	// sha256 of the request followed by the id of the order it created,
-	// written in the transaction that stores the order. The platform keeps
-	// the answer to a keyed request only after the handler returns; this
-	// index is what stops a retry after a crash in between from creating
-	// a second order.
-	bucketOrdersByIdempotencyKey = []byte("orders_by_idempotency_key")
 
 	// The list indexes. Each key ends with the creation time (Uint64Key of
 	// Unix nanoseconds) so that a list pages in creation order and a
@@ -93,12 +82,11 @@ var (
 // Schema is the order store's layout at its current version.
 var Schema = storage.Schema{
 	Name:    "order",
-	Version: 2,
+	Version: 1,
 	Buckets: [][]byte{
 		bucketOrders,
 		bucketOrderState,
 		bucketOrdersByRef,
-		bucketOrdersByIdempotencyKey,
 		bucketOrdersByCreated,
 		bucketOrdersByCustomer,
 		bucketOrdersByStatus,
@@ -113,11 +101,6 @@ var Schema = storage.Schema{
 		bucketQuotesByCreated,
 		bucketQuotesByExpiry,
 		bucketCompensations,
-	},
-	Migrations: []storage.Migration{
-		// v2 adds bucketOrdersByIdempotencyKey, which Open creates; orders
-		// stored before it were created without the index and stay so.
-		{To: 2, Apply: func(*bbolt.Tx) error { return nil }},
 	},
 }
 

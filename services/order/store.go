@@ -3,7 +3,6 @@ package order
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +13,7 @@ import (
 
 	orderv1 "github.com/millrace/millrace/gen/go/millrace/order/v1"
 	"github.com/millrace/millrace/internal/events"
+	"github.com/millrace/millrace/internal/idempotency"
 	"github.com/millrace/millrace/internal/reqctx"
 	"github.com/millrace/millrace/internal/storage"
 )
@@ -91,22 +91,10 @@ func (t *storeTx) orderByRef(system, refID string) (string, error) {
 	return string(pk), nil
 }
 
-// orderByIdempotency returns the order created by the keyed request id,
-// "" when none was or when the key was used with another request.
-func (t *storeTx) orderByIdempotency(id reqctx.Idempotency) string {
-	v := t.tx.Bucket(bucketOrdersByIdempotencyKey).Get([]byte(id.Key))
-	if len(v) <= sha256.Size || !bytes.Equal(v[:sha256.Size], id.RequestHash) {
-		return ""
-	}
-	return string(v[sha256.Size:])
-}
-
-// putOrderIdempotency records that the keyed request id created orderID.
-func (t *storeTx) putOrderIdempotency(id reqctx.Idempotency, orderID string) error {
-	if len(id.RequestHash) != sha256.Size {
-		return fmt.Errorf("idempotency key %q: request hash of %d bytes", id.Key, len(id.RequestHash))
-	}
-	return t.tx.Bucket(bucketOrdersByIdempotencyKey).Put([]byte(id.Key), append(bytes.Clone(id.RequestHash), orderID...))
+// attach records on the request's idempotency claim that it created
+// orderID (see idempotency.Attach).
+func (t *storeTx) attach(id reqctx.Idempotency, orderID string) error {
+	return idempotency.Attach(t.tx, id.Scope, id.Key, orderID)
 }
 
 // orderIndexKeys are the list-index keys of an order.

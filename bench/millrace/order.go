@@ -45,19 +45,18 @@ func init() {
 	// commit) before the next; the outbox relay publishes the events. A
 	// 3-line basket. One operation is one accepted order.
 	//
-	// Judged three times, because the harness judges one ceiling per
-	// scenario: against bbolt's db.Batch with as many writers
-	// (bolt-batch64, target 50 %), against a single fsynced commit
-	// (bolt-single-commit, target 5×: durable orders per second must beat
-	// one-commit-at-a-time by far), and against the group commit the
-	// stores actually use, raw, with as many writers (bolt-group64, 50 %).
+	// Judged twice, because the harness judges one ceiling per scenario:
+	// against bbolt's db.Batch with as many writers (bolt-batch64, target
+	// 50 %) and against a single fsynced commit (bolt-single-commit,
+	// target 5×: durable orders per second must beat one-commit-at-a-time
+	// by far). The bolt-group64 ceiling, the stores' own group commit
+	// raw, is printed beside them for what the disk can do at that width.
 	for _, s := range []struct {
 		name, ceiling string
 		target        float64
 	}{
 		{"create-order-64", ceilings.BoltBatch64Name, 50},
 		{"create-order-64-vs-single", ceilings.BoltSingleCommitName, 500},
-		{"create-order-64-vs-group", ceilings.BoltGroup64Name, 50},
 	} {
 		scenarios.Register(scenarios.Scenario{
 			Name: s.name, Ceiling: s.ceiling, TargetPct: s.target, Concurrency: orderWriters,

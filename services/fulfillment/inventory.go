@@ -10,6 +10,7 @@ import (
 	"github.com/millrace/millrace/internal/auth"
 	"github.com/millrace/millrace/internal/ids"
 	"github.com/millrace/millrace/internal/money"
+	"github.com/millrace/millrace/internal/reqctx"
 )
 
 // Page bounds of the lists, as the contract states them.
@@ -168,6 +169,27 @@ func (k *core) adjustInventory(ctx context.Context, p auth.Principal, req *fulfi
 	}
 
 	var resp *fulfillmentv1.AdjustInventoryResponse
+	if entryID := createdBefore(ctx); entryID != "" {
+		// A retry of a keyed adjustment that was applied before a crash
+		// lost its answer: answer with the balance, never apply it twice.
+		err = k.repo.view(ctx, func(tx txn) error {
+			site, err := visibleSite(tx, p, req.GetSiteId())
+			if err != nil {
+				return err
+			}
+			b, err := loadBalance(tx, site.GetId(), f)
+			if err != nil {
+				return err
+			}
+			bp, err := balanceProto(tx, b, k.now())
+			resp = &fulfillmentv1.AdjustInventoryResponse{Balance: bp, LedgerEntryId: entryID}
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		return resp, nil
+	}
 	err = k.repo.update(ctx, func(tx txn) error {
 		resp = nil
 		now := k.now()
@@ -198,6 +220,9 @@ func (k *core) adjustInventory(ctx context.Context, p auth.Principal, req *fulfi
 			Note: req.GetNote(), Actor: p.KeyID, Time: now,
 		}
 		if err := tx.appendLedger(entry); err != nil {
+			return err
+		}
+		if err := tx.attach(entry.ID); err != nil {
 			return err
 		}
 		if reason == fulfillmentv1.LedgerReason_LEDGER_REASON_PRODUCTION_RECEIPT {
@@ -360,6 +385,24 @@ func (k *core) createSupplyPlan(ctx context.Context, p auth.Principal, in *fulfi
 		return nil, err
 	}
 	var out *supplyPlan
+	if id := createdBefore(ctx); id != "" {
+		// A keyed retry after a crash lost the answer: the plan exists.
+		err = k.repo.view(ctx, func(tx txn) error {
+			pl, err := tx.plan(id)
+			if err == nil && pl != nil {
+				if _, verr := visibleSite(tx, p, pl.SiteID); verr == nil {
+					out = pl
+				}
+			}
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		if out != nil {
+			return planProto(out), nil
+		}
+	}
 	err = k.repo.update(ctx, func(tx txn) error {
 		out = nil
 		site, err := visibleSite(tx, p, in.GetSiteId())
@@ -377,6 +420,9 @@ func (k *core) createSupplyPlan(ctx context.Context, p auth.Principal, in *fulfi
 			DueTime: in.GetDueTime().AsTime().UTC().Truncate(time.Microsecond), CreateTime: k.now(),
 		}
 		if err := tx.putPlan(nil, pl); err != nil {
+			return err
+		}
+		if err := tx.attach(pl.ID); err != nil {
 			return err
 		}
 		out = pl
@@ -449,4 +495,12 @@ func (k *core) listSupplyPlans(ctx context.Context, p auth.Principal, req *fulfi
 		return nil, err
 	}
 	return resp, nil
+}
+
+// createdBefore returns what an earlier attempt of this keyed request
+// created before the process died without storing its answer; "" on a
+// first attempt or without an Idempotency-Key.
+func createdBefore(ctx context.Context) string {
+	claim, _ := reqctx.IdempotencyOf(ctx)
+	return claim.Created
 }

@@ -236,6 +236,9 @@ func num(s string) *money.Decimal {
 // txn is one store transaction as the domain sees it. Reads see the
 // transaction's own writes. Getters return nil, nil for a missing record.
 type txn interface {
+	// attach records on the request's idempotency claim, when it has one,
+	// that the request created id (see idempotency.Attach).
+	attach(id string) error
 	site(id string) (*fulfillmentv1.Site, error)
 	putSite(s *fulfillmentv1.Site) error
 	// scanSites calls fn with sites in id order after afterID, only those

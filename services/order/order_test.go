@@ -418,3 +418,46 @@ func TestCreateOrderKeyedRetryAfterLostAnswer(t *testing.T) {
 		t.Errorf("%d orders stored, want 2", n)
 	}
 }
+
+// TestCreateQuoteKeyedRetryAfterLostAnswer is the same for quotes: the
+// retry answers with the quote the first attempt stored.
+func TestCreateQuoteKeyedRetryAfterLostAnswer(t *testing.T) {
+	h := newHarness(t)
+	const scope = "key_erp|/millrace.order.v1.OrderService/CreateQuote"
+	hash := []byte("sha256 of the request")
+	req := &orderv1.CreateQuoteRequest{Quote: newQuote("cus_ACME", 24*time.Hour, line("VALVE-100", "2", "EA"))}
+	principal := auth.WithPrincipal(context.Background(), auth.Principal{KeyID: "key_erp", Name: "erp", Role: auth.RoleERP})
+	create := func() *orderv1.Quote {
+		t.Helper()
+		st := idempotency.NewStore(h.db, idempotency.Options{})
+		out, err := st.Begin(scope, "q-1", hash)
+		if err != nil {
+			t.Fatal(err)
+		}
+		started, ok := out.(idempotency.Started)
+		if !ok {
+			t.Fatalf("begin: %#v", out)
+		}
+		resp, err := h.srv.CreateQuote(reqctx.WithIdempotency(principal, reqctx.Idempotency{Scope: scope, Key: "q-1", Created: started.Resource}), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.GetQuote()
+	}
+	first := create()
+	h.stop()
+	h.start()
+	if _, err := idempotency.NewStore(h.db, idempotency.Options{}).ReleaseAbandoned(); err != nil {
+		t.Fatal(err)
+	}
+	if again := create(); again.GetId() != first.GetId() {
+		t.Fatalf("the retry answered %s; the first attempt created %s", again.GetId(), first.GetId())
+	}
+	lr, err := h.client.ListQuotes(erp, &orderv1.ListQuotesRequest{CustomerId: "cus_ACME"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(lr.GetQuotes()); n != 1 {
+		t.Errorf("%d quotes stored, want 1", n)
+	}
+}

@@ -79,6 +79,24 @@ func (k *core) createQuote(ctx context.Context, p auth.Principal, in *orderv1.Qu
 	if err := checkRegionScope(p, "quote.ship_to_region", in.GetShipToRegion()); err != nil {
 		return nil, err
 	}
+	// A retry of a keyed request whose answer was lost in a crash gets the
+	// quote the first attempt stored.
+	claim, keyed := reqctx.IdempotencyOf(ctx)
+	if keyed && claim.Created != "" {
+		var prev *orderv1.Quote
+		if err := k.repo.view(ctx, func(tx txn) error {
+			rec, err := tx.quote(claim.Created)
+			if rec != nil {
+				prev = rec.q
+			}
+			return err
+		}); err != nil {
+			return nil, err
+		}
+		if prev != nil && seesQuote(p, prev) {
+			return prev, nil
+		}
+	}
 	ref := in.GetExternalRef()
 	if ref != nil {
 		if q, err := k.quoteHoldingRef(ctx, p, ref); err != nil || q != nil {
@@ -149,6 +167,11 @@ func (k *core) createQuote(ctx context.Context, p auth.Principal, in *orderv1.Qu
 				}
 				dup = rec.q
 				return nil
+			}
+		}
+		if keyed {
+			if err := tx.attach(claim, q.GetId()); err != nil {
+				return err
 			}
 		}
 		return tx.putQuote(nil, &quoteRecord{q: proto.Clone(q).(*orderv1.Quote)})

@@ -20,7 +20,9 @@ import (
 	productpricingv1 "github.com/millrace/millrace/gen/go/millrace/productpricing/v1"
 	typev1 "github.com/millrace/millrace/gen/go/millrace/type/v1"
 	"github.com/millrace/millrace/internal/events"
+	"github.com/millrace/millrace/internal/idempotency"
 	"github.com/millrace/millrace/internal/ids"
+	"github.com/millrace/millrace/internal/reqctx"
 	"github.com/millrace/millrace/internal/storage"
 )
 
@@ -502,6 +504,18 @@ func checkOverlap(tx *bbolt.Tx, pl *productpricingv1.PriceList) error {
 // createPriceList stores a new list with a new id.
 func (s *store) createPriceList(ctx context.Context, in *productpricingv1.PriceList) (*productpricingv1.PriceList, error) {
 	var out *productpricingv1.PriceList
+	// A retry of a keyed request whose answer was lost in a crash gets the
+	// list the first attempt stored.
+	claim, keyed := reqctx.IdempotencyOf(ctx)
+	if keyed && claim.Created != "" {
+		if err := s.db.View(func(tx *bbolt.Tx) error {
+			var err error
+			out, err = loadPriceList(tx, claim.Created)
+			return err
+		}); err != nil || out != nil {
+			return out, err
+		}
+	}
 	id := ids.New("pl") // outside the batch: a retried batch keeps the id
 	err := s.write(func(tx *bbolt.Tx) (bool, error) {
 		pl := newPriceList(in, id, s.nowUTC())
@@ -513,6 +527,11 @@ func (s *store) createPriceList(ctx context.Context, in *productpricingv1.PriceL
 		}
 		if err := putPriceList(ctx, tx, nil, pl); err != nil {
 			return false, err
+		}
+		if keyed {
+			if err := idempotency.Attach(tx, claim.Scope, claim.Key, id); err != nil {
+				return false, err
+			}
 		}
 		out = pl
 		return true, nil

@@ -80,6 +80,32 @@ func TestKeyedRetryAfterLostAnswer(t *testing.T) {
 	if p2.GetId() != p1.GetId() {
 		t.Errorf("plan %s on retry, %s first", p2.GetId(), p1.GetId())
 	}
+	// A shipment: the retry answers with the first one, not a second
+	// shipment of the same goods.
+	f.orders.put("ord_1", "cus_1", "eu", "EUR", [3]string{"VALVE-100", "EA", "2"})
+	f.hardReserve("ord_1", "eu", line("VALVE-100", "4", "EA"))
+	ship := &fulfillmentv1.Shipment{OrderId: "ord_1", SiteId: "plant-lyon", Lines: []*fulfillmentv1.ShipmentLine{sline(0, "VALVE-100", "2", "EA")}}
+	var s1, s2 *fulfillmentv1.Shipment
+	attempt("key_erp|CreateShipment", "ship-1", func(ctx context.Context) (err error) {
+		s1, err = f.core().createShipment(ctx, f.p, ship)
+		return err
+	})
+	crash()
+	attempt("key_erp|CreateShipment", "ship-1", func(ctx context.Context) (err error) {
+		s2, err = f.core().createShipment(ctx, f.p, ship)
+		return err
+	})
+	if s2.GetId() != s1.GetId() {
+		t.Errorf("shipment %s on retry, %s first", s2.GetId(), s1.GetId())
+	}
+	shipments, err := f.core().listShipments(f.ctx, f.p, &fulfillmentv1.ListShipmentsRequest{OrderId: "ord_1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(shipments.GetShipments()); n != 1 {
+		t.Errorf("%d shipments stored, want 1", n)
+	}
+
 	plans, err := f.core().listSupplyPlans(f.ctx, f.p, &fulfillmentv1.ListSupplyPlansRequest{SiteId: "plant-lyon"})
 	if err != nil {
 		t.Fatal(err)

@@ -36,6 +36,19 @@ func (k *core) createReturn(ctx context.Context, p auth.Principal, in *fulfillme
 		return nil, err
 	}
 	var out *returnRec
+	if id := createdBefore(ctx); id != "" {
+		// A keyed retry after a crash lost the answer: the return exists.
+		err = k.repo.view(ctx, func(tx txn) error {
+			r, verr := visibleReturn(tx, p, id)
+			if verr == nil {
+				out = r
+			}
+			return nil
+		})
+		if err == nil && out != nil {
+			return returnProto(out), nil
+		}
+	}
 	err = k.repo.update(ctx, func(tx txn) error {
 		out = nil
 		now := k.now()
@@ -78,6 +91,9 @@ func (k *core) createReturn(ctx context.Context, p auth.Principal, in *fulfillme
 			r.Lines = append(r.Lines, shipmentLine{Index: l.index, SKU: l.sku, Unit: l.unit, Quantity: money.Format(l.base)})
 		}
 		if err := tx.putReturn(r); err != nil {
+			return err
+		}
+		if err := tx.attach(r.ID); err != nil {
 			return err
 		}
 		out = r

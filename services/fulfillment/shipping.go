@@ -118,10 +118,23 @@ func (k *core) createShipment(ctx context.Context, p auth.Principal, in *fulfill
 	if err != nil {
 		return nil, err
 	}
+	var out *shipment
+	if id := createdBefore(ctx); id != "" {
+		// A keyed retry after a crash lost the answer: the shipment exists.
+		err = k.repo.view(ctx, func(tx txn) error {
+			s, verr := visibleShipment(tx, p, id)
+			if verr == nil {
+				out = s
+			}
+			return nil
+		})
+		if err == nil && out != nil {
+			return shipmentProto(out), nil
+		}
+	}
 	if err := k.checkShippable(ctx, in.GetOrderId()); err != nil {
 		return nil, err
 	}
-	var out *shipment
 	err = k.repo.update(ctx, func(tx txn) error {
 		out = nil
 		now := k.now()
@@ -166,6 +179,9 @@ func (k *core) createShipment(ctx context.Context, p auth.Principal, in *fulfill
 			return err
 		}
 		if err := tx.putShipment(s); err != nil {
+			return err
+		}
+		if err := tx.attach(s.ID); err != nil {
 			return err
 		}
 		out = s

@@ -114,3 +114,44 @@ func TestKeyedRetryAfterLostAnswer(t *testing.T) {
 		t.Errorf("%d plans stored, want 1", n)
 	}
 }
+
+// TestKeyedReturnRetryAfterLostAnswer: the retry of a keyed return after a
+// crash answers with the return the first attempt authorized, rather than
+// authorizing the goods a second time.
+func TestKeyedReturnRetryAfterLostAnswer(t *testing.T) {
+	f := shippedOrder(t)
+	st := idempotency.NewStore(f.db, idempotency.Options{})
+	const scope = "key_erp|CreateReturn"
+	req := &fulfillmentv1.Return{OrderId: "ord_1", Reason: "damaged in transit",
+		Lines: []*fulfillmentv1.ReturnLine{{OrderLineIndex: 0, Sku: "VALVE-100", Quantity: &typev1.Quantity{Value: "6", Unit: "EA"}}}}
+	create := func() *fulfillmentv1.Return {
+		t.Helper()
+		out, err := st.Begin(scope, "ret-1", []byte("sha256 of the request"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		started, ok := out.(idempotency.Started)
+		if !ok {
+			t.Fatalf("begin: %#v", out)
+		}
+		r, err := f.core().createReturn(reqctx.WithIdempotency(f.ctx, reqctx.Idempotency{Scope: scope, Key: "ret-1", Created: started.Resource}), f.p, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	first := create()
+	if _, err := st.ReleaseAbandoned(); err != nil {
+		t.Fatal(err)
+	}
+	if again := create(); again.GetId() != first.GetId() {
+		t.Errorf("return %s on retry, %s first", again.GetId(), first.GetId())
+	}
+	list, err := f.core().listReturns(f.ctx, f.p, &fulfillmentv1.ListReturnsRequest{OrderId: "ord_1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(list.GetReturns()); n != 1 {
+		t.Errorf("%d returns stored, want 1", n)
+	}
+}

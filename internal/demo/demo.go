@@ -40,13 +40,19 @@ func Load(ctx context.Context, conn grpc.ClientConnInterface, apiKey string) (*S
 		return nil, fmt.Errorf("demo products: %w", err)
 	}
 	skus := make([]string, 0, len(products.GetProducts()))
+	var sellable []string // what quotes and orders may carry
+	baseUnits := make(map[string]string, len(products.GetProducts()))
 	for _, p := range products.GetProducts() {
 		skus = append(skus, p.GetSku())
+		baseUnits[p.GetSku()] = p.GetBaseUnit()
+		if p.GetStatus() != productpricingv1.ProductStatus_PRODUCT_STATUS_DISCONTINUED {
+			sellable = append(sellable, p.GetSku())
+		}
 	}
-	if err := LoadFulfillment(ctx, fulfillmentv1.NewFulfillmentServiceClient(conn), skus); err != nil {
+	if err := LoadFulfillment(ctx, fulfillmentv1.NewFulfillmentServiceClient(conn), skus, baseUnits); err != nil {
 		return nil, fmt.Errorf("demo sites and inventory: %w", err)
 	}
-	if err := LoadOrders(ctx, orderv1.NewOrderServiceClient(conn), customers, skus); err != nil {
+	if err := LoadOrders(ctx, orderv1.NewOrderServiceClient(conn), customers, sellable, baseUnits); err != nil {
 		return nil, fmt.Errorf("demo quotes and orders: %w", err)
 	}
 	return &Summary{Customers: customers, SKUs: skus}, nil

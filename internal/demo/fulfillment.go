@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -59,11 +60,15 @@ func demoSites() []demoSite {
 // site that exists is skipped with its stock and plans, so a restart with
 // --demo changes nothing.
 //
-// Quantities are in each product's base unit. The loader tries "EA" and,
-// when the product counts in something else, uses the base unit the
-// fulfillment service names in its UNKNOWN_UNIT error.
-func LoadFulfillment(ctx context.Context, c fulfillmentv1.FulfillmentServiceClient, skus []string) error {
-	units := map[string]string{}
+// Quantities are in each product's base unit, from baseUnits. For a SKU
+// missing there the loader tries "EA" and, when the product counts in
+// something else, uses the base unit the fulfillment service names in its
+// UNKNOWN_UNIT error.
+func LoadFulfillment(ctx context.Context, c fulfillmentv1.FulfillmentServiceClient, skus []string, baseUnits map[string]string) error {
+	units := maps.Clone(baseUnits)
+	if units == nil {
+		units = map[string]string{}
+	}
 	for _, d := range demoSites() {
 		_, err := c.CreateSite(ctx, &fulfillmentv1.CreateSiteRequest{Site: d.site})
 		if status.Code(err) == codes.AlreadyExists {

@@ -35,10 +35,10 @@ const (
 // converted into an order, an order accepted directly, and an order over
 // its customer's credit limit that waits ON_HOLD{CREDIT_DECLINED} for an
 // operator. It needs the customers LoadCustomers returned and the SKUs the
-// catalogue sells; SKUs that cannot be priced for the buyer in EA are left
-// out. Every record carries a CRM external ref, so loading again changes
+// catalogue sells, with their base units (EA where baseUnits has none);
+// SKUs that cannot be priced for the buyer are left out. Every record carries a CRM external ref, so loading again changes
 // nothing.
-func LoadOrders(ctx context.Context, c orderv1.OrderServiceClient, customers []*customerv1.Customer, skus []string) error {
+func LoadOrders(ctx context.Context, c orderv1.OrderServiceClient, customers []*customerv1.Customer, skus []string, baseUnits map[string]string) error {
 	buyer, small := pickBuyers(customers)
 	if buyer == nil || len(skus) == 0 {
 		return fmt.Errorf("demo orders need customers and SKUs (got %d customers, %d SKUs)", len(customers), len(skus))
@@ -49,7 +49,7 @@ func LoadOrders(ctx context.Context, c orderv1.OrderServiceClient, customers []*
 	// The draft quote prices one of everything; a line pricing refuses is
 	// dropped and the quote asked again, so the loader works with whatever
 	// the catalogue sells.
-	draft, err := draftCatalogueQuote(ctx, c, buyer, currency, skus, validUntil)
+	draft, err := draftCatalogueQuote(ctx, c, buyer, currency, skus, baseUnits, validUntil)
 	if err != nil {
 		return err
 	}
@@ -64,14 +64,14 @@ func LoadOrders(ctx context.Context, c orderv1.OrderServiceClient, customers []*
 			AllowSplit: true, ValidUntil: validUntil}
 	}
 
-	approved := basket(demoLine(first.GetSku(), "10"))
+	approved := basket(demoLine(first.GetSku(), "10", first.GetQuantity().GetUnit()))
 	approved.HoldStock = true
 	approved.ExternalRef = demoRef(demoApprovedQuote)
 	if _, err := quoteTo(ctx, c, approved, orderv1.QuoteStatus_QUOTE_STATUS_APPROVED); err != nil {
 		return err
 	}
 
-	converted := basket(demoLine(second.GetSku(), "5"))
+	converted := basket(demoLine(second.GetSku(), "5", second.GetQuantity().GetUnit()))
 	converted.ExternalRef = demoRef(demoConvertedQuote)
 	q, err := quoteTo(ctx, c, converted, orderv1.QuoteStatus_QUOTE_STATUS_APPROVED)
 	if err != nil {
@@ -85,7 +85,7 @@ func LoadOrders(ctx context.Context, c orderv1.OrderServiceClient, customers []*
 
 	if _, err := c.CreateOrder(ctx, &orderv1.CreateOrderRequest{Order: &orderv1.Order{
 		CustomerId: buyer.GetId(), CurrencyCode: currency, ShipToRegion: buyer.GetRegion(), AllowSplit: true,
-		Lines:       []*orderv1.OrderLine{demoLine(first.GetSku(), "4"), demoLine(second.GetSku(), "2")},
+		Lines:       []*orderv1.OrderLine{demoLine(first.GetSku(), "4", first.GetQuantity().GetUnit()), demoLine(second.GetSku(), "2", second.GetQuantity().GetUnit())},
 		ExternalRef: demoRef(demoAcceptedOrder),
 	}}); err != nil {
 		return fmt.Errorf("create demo order %s: %w", demoAcceptedOrder, err)
@@ -103,7 +103,7 @@ func LoadOrders(ctx context.Context, c orderv1.OrderServiceClient, customers []*
 		qty := int(math.Ceil(amount(small.GetCreditLimit())*1.1/amount(dear.GetUnitPrice()))) + 1
 		if _, err := c.CreateOrder(ctx, &orderv1.CreateOrderRequest{Order: &orderv1.Order{
 			CustomerId: small.GetId(), CurrencyCode: currency, ShipToRegion: small.GetRegion(), AllowSplit: true,
-			Lines:       []*orderv1.OrderLine{demoLine(dear.GetSku(), strconv.Itoa(qty))},
+			Lines:       []*orderv1.OrderLine{demoLine(dear.GetSku(), strconv.Itoa(qty), dear.GetQuantity().GetUnit())},
 			ExternalRef: demoRef(demoCreditOrder),
 		}}); err != nil {
 			return fmt.Errorf("create demo order %s: %w", demoCreditOrder, err)
@@ -152,8 +152,11 @@ func currencyOf(cu *customerv1.Customer) string {
 
 func demoRef(id string) *typev1.ExternalRef { return &typev1.ExternalRef{System: "salesforce", Id: id} }
 
-func demoLine(sku, qty string) *orderv1.OrderLine {
-	return &orderv1.OrderLine{Sku: sku, Quantity: &typev1.Quantity{Value: qty, Unit: "EA"}}
+func demoLine(sku, qty, unit string) *orderv1.OrderLine {
+	if unit == "" {
+		unit = "EA"
+	}
+	return &orderv1.OrderLine{Sku: sku, Quantity: &typev1.Quantity{Value: qty, Unit: unit}}
 }
 
 func amount(m *typev1.Money) float64 {
@@ -161,12 +164,12 @@ func amount(m *typev1.Money) float64 {
 	return f
 }
 
-// draftCatalogueQuote creates (or finds) the draft quote with one EA of
-// every SKU pricing accepts.
-func draftCatalogueQuote(ctx context.Context, c orderv1.OrderServiceClient, buyer *customerv1.Customer, currency string, skus []string, validUntil *timestamppb.Timestamp) (*orderv1.Quote, error) {
+// draftCatalogueQuote creates (or finds) the draft quote with one base unit
+// of every SKU pricing accepts.
+func draftCatalogueQuote(ctx context.Context, c orderv1.OrderServiceClient, buyer *customerv1.Customer, currency string, skus []string, baseUnits map[string]string, validUntil *timestamppb.Timestamp) (*orderv1.Quote, error) {
 	lines := make([]*orderv1.OrderLine, 0, len(skus))
 	for _, s := range skus {
-		lines = append(lines, demoLine(s, "1"))
+		lines = append(lines, demoLine(s, "1", baseUnits[s]))
 	}
 	for len(lines) > 0 {
 		resp, err := c.CreateQuote(ctx, &orderv1.CreateQuoteRequest{Quote: &orderv1.Quote{

@@ -24,7 +24,7 @@ func TestDemoLoadOrders(t *testing.T) {
 	skus := []string{"GASKET-7", "OLD-1", "PUMP-200", "RESIN-X", "VALVE-100"}
 
 	for run := range 2 {
-		if err := demo.LoadOrders(erp, h.client, customers, skus); err != nil {
+		if err := demo.LoadOrders(erp, h.client, customers, skus, nil); err != nil {
 			t.Fatalf("run %d: %v", run, err)
 		}
 		quotes, err := h.client.ListQuotes(erp, &orderv1.ListQuotesRequest{})

@@ -31,6 +31,12 @@ import (
 //	          customer service unavailable → ON_HOLD{CREDIT_PENDING}
 //	accept  → ACCEPTED, OrderAccepted
 //
+// On the usual path (a PENDING order's first try at the reserve step) the
+// reserve and credit steps run at once and an order that gets both is
+// accepted in one commit (stepReserveAndCredit): three commits per order
+// in all. A manual release, and a retry after fulfillment did not answer,
+// run the steps in turn.
+//
 // Pricing or fulfillment unavailable leaves the order PENDING at its step.
 // A step that fails for good (pricing refuses a line, a re-priced line no
 // longer matches its expired quote) cancels the order with a reason naming

@@ -926,6 +926,76 @@ func TestRESTCustomers(t *testing.T) {
 		})
 	})
 
+	t.Run("a CRM hierarchy by its own ids, paged children, block reason", func(t *testing.T) {
+		body := `{"items":[
+			{"externalRef":{"system":"salesforce","id":"H-ROOT"},"customer":{"displayName":"Hansa Group","region":"eu"}},
+			{"externalRef":{"system":"salesforce","id":"H-A"},"customer":{"displayName":"Hansa A","region":"eu"},"parentExternalRef":{"system":"salesforce","id":"H-ROOT"}},
+			{"externalRef":{"system":"salesforce","id":"H-B"},"customer":{"displayName":"Hansa B","region":"eu"},"parentExternalRef":{"system":"salesforce","id":"H-ROOT"}},
+			{"externalRef":{"system":"salesforce","id":"H-C"},"customer":{"displayName":"Hansa C","region":"eu"},"parentExternalRef":{"system":"salesforce","id":"H-NONE"}}]}`
+		var resp struct {
+			Results []struct {
+				CustomerID string     `json:"customerId"`
+				Error      *restError `json:"error"`
+			} `json:"results"`
+		}
+		r := c.do(t, "POST", "/v1/customers:batchUpsert", keys.crm, body)
+		r.ok(t, nil)
+		if err := json.Unmarshal(r.body, &resp); err != nil || len(resp.Results) != 4 {
+			t.Fatalf("results %s: %v", r.body, err)
+		}
+		for i := range 3 {
+			if resp.Results[i].Error != nil {
+				t.Fatalf("item %d: %s", i, r.body)
+			}
+		}
+		if e := resp.Results[3].Error; e == nil || !slices.Contains(e.fields(), "items[3].parent_external_ref") {
+			t.Errorf("unknown parent: %s, want a violation of items[3].parent_external_ref", r.body)
+		}
+		root := resp.Results[0].CustomerID
+
+		var page struct {
+			Root struct {
+				ID string `json:"id"`
+			} `json:"root"`
+			Children []struct {
+				ID string `json:"id"`
+			} `json:"children"`
+			Next string `json:"nextChildrenPageToken"`
+		}
+		r = c.do(t, "GET", "/v1/customers/"+root+"/hierarchy?childrenPageSize=1", keys.crm, "")
+		r.ok(t, nil)
+		if err := json.Unmarshal(r.body, &page); err != nil {
+			t.Fatal(err)
+		}
+		if page.Root.ID != root || len(page.Children) != 1 || page.Children[0].ID != resp.Results[1].CustomerID || page.Next == "" {
+			t.Fatalf("first page %s", r.body)
+		}
+		r = c.do(t, "GET", "/v1/customers/"+root+"/hierarchy?childrenPageSize=1&childrenPageToken="+url.QueryEscape(page.Next), keys.crm, "")
+		r.ok(t, nil)
+		page.Next = ""
+		if err := json.Unmarshal(r.body, &page); err != nil {
+			t.Fatal(err)
+		}
+		if len(page.Children) != 1 || page.Children[0].ID != resp.Results[2].CustomerID || page.Next != "" {
+			t.Fatalf("second page %s", r.body)
+		}
+		c.do(t, "GET", "/v1/customers/"+root+"/hierarchy?childrenPageSize=1001", keys.crm, "").
+			fails(t, 400, "INVALID_ARGUMENT").wantField(t, "children_page_size")
+
+		var blocked struct { // the answer is the account itself
+			Status       string `json:"status"`
+			StatusReason string `json:"statusReason"`
+		}
+		r = c.do(t, "POST", "/v1/customers/"+root+":block", keys.erp, `{"reason":"credit review"}`)
+		r.ok(t, nil)
+		if err := json.Unmarshal(r.body, &blocked); err != nil {
+			t.Fatal(err)
+		}
+		if blocked.Status != "CUSTOMER_STATUS_BLOCKED" || blocked.StatusReason != "credit review" {
+			t.Errorf("after block: %s", r.body)
+		}
+	})
+
 	// A three-level eu group with a limit at the top.
 	holding := c.create(t, keys.erp, `{"displayName":"Nordwerk Holding","region":"eu","currencyCode":"EUR","creditLimit":{"currencyCode":"EUR","amount":"10000"}}`)
 	plant := c.create(t, keys.crm, fmt.Sprintf(`{"displayName":"Nordwerk Plant North","region":"eu","parentId":%q}`, holding.GetId()))

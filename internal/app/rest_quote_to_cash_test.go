@@ -191,6 +191,11 @@ func TestRESTQuoteToCash(t *testing.T) {
 		}
 		for i, l := range stored.GetLines() {
 			q2cWantPromise(t, fmt.Sprintf("order line %d", i), l, "plant-lyon", before, after)
+			// Over REST the line also lists where its reservation holds it.
+			if a := l.GetAllocations(); len(a) != 1 || a[0].GetSiteId() != "plant-lyon" || a[0].GetQuantity().GetValue() == "" ||
+				!a[0].GetPromisedTime().AsTime().Equal(l.GetPromisedTime().AsTime()) {
+				t.Fatalf("order line %d allocations %v", i, a)
+			}
 		}
 
 		var again orderv1.ConvertQuoteResponse

@@ -298,11 +298,19 @@ func applyReservation(lines []*orderv1.OrderLine, r *fulfillmentv1.Reservation, 
 	}
 	sums := map[int]*money.Decimal{}
 	units := map[int]string{}
+	for _, l := range lines {
+		l.Allocations = nil
+	}
 	for _, rl := range r.GetLines() {
 		i := int(rl.GetLineIndex())
 		if i < 0 || i >= len(lines) {
 			continue
 		}
+		lines[i].Allocations = append(lines[i].Allocations, &orderv1.LineAllocation{
+			SiteId:       rl.GetSiteId(),
+			Quantity:     &typev1.Quantity{Value: rl.GetQuantity().GetValue(), Unit: rl.GetQuantity().GetUnit()},
+			PromisedTime: rl.GetPromisedTime(),
+		})
 		if lines[i].SiteId == "" {
 			lines[i].SiteId = rl.GetSiteId()
 		}

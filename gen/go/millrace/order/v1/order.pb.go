@@ -250,8 +250,12 @@ type OrderLine struct {
 	PromisedTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=promised_time,json=promisedTime,proto3" json:"promised_time,omitempty"`
 	// Quantity shipped so far, in the product's base unit.
 	ShippedQuantity *v1.Quantity `protobuf:"bytes,7,opt,name=shipped_quantity,json=shippedQuantity,proto3" json:"shipped_quantity,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Where the hard reservation holds the line, one entry per site: more
+	// than one when the line was split across sites. site_id names the first
+	// and promised_time is the latest of them.
+	Allocations   []*LineAllocation `protobuf:"bytes,8,rep,name=allocations,proto3" json:"allocations,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *OrderLine) Reset() {
@@ -333,6 +337,77 @@ func (x *OrderLine) GetShippedQuantity() *v1.Quantity {
 	return nil
 }
 
+func (x *OrderLine) GetAllocations() []*LineAllocation {
+	if x != nil {
+		return x.Allocations
+	}
+	return nil
+}
+
+// LineAllocation is the part of an order line reserved at one site.
+type LineAllocation struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Site the part ships from.
+	SiteId string `protobuf:"bytes,1,opt,name=site_id,json=siteId,proto3" json:"site_id,omitempty"`
+	// Quantity reserved there, in the product's base unit.
+	Quantity *v1.Quantity `protobuf:"bytes,2,opt,name=quantity,proto3" json:"quantity,omitempty"`
+	// Date promised for this part's arrival in the ship-to region.
+	PromisedTime  *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=promised_time,json=promisedTime,proto3" json:"promised_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LineAllocation) Reset() {
+	*x = LineAllocation{}
+	mi := &file_millrace_order_v1_order_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LineAllocation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LineAllocation) ProtoMessage() {}
+
+func (x *LineAllocation) ProtoReflect() protoreflect.Message {
+	mi := &file_millrace_order_v1_order_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LineAllocation.ProtoReflect.Descriptor instead.
+func (*LineAllocation) Descriptor() ([]byte, []int) {
+	return file_millrace_order_v1_order_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *LineAllocation) GetSiteId() string {
+	if x != nil {
+		return x.SiteId
+	}
+	return ""
+}
+
+func (x *LineAllocation) GetQuantity() *v1.Quantity {
+	if x != nil {
+		return x.Quantity
+	}
+	return nil
+}
+
+func (x *LineAllocation) GetPromisedTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.PromisedTime
+	}
+	return nil
+}
+
 // Quote is an offer to a customer with prices and availability.
 type Quote struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -372,7 +447,7 @@ type Quote struct {
 
 func (x *Quote) Reset() {
 	*x = Quote{}
-	mi := &file_millrace_order_v1_order_proto_msgTypes[1]
+	mi := &file_millrace_order_v1_order_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -384,7 +459,7 @@ func (x *Quote) String() string {
 func (*Quote) ProtoMessage() {}
 
 func (x *Quote) ProtoReflect() protoreflect.Message {
-	mi := &file_millrace_order_v1_order_proto_msgTypes[1]
+	mi := &file_millrace_order_v1_order_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -397,7 +472,7 @@ func (x *Quote) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Quote.ProtoReflect.Descriptor instead.
 func (*Quote) Descriptor() ([]byte, []int) {
-	return file_millrace_order_v1_order_proto_rawDescGZIP(), []int{1}
+	return file_millrace_order_v1_order_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Quote) GetId() string {
@@ -543,7 +618,7 @@ type Order struct {
 
 func (x *Order) Reset() {
 	*x = Order{}
-	mi := &file_millrace_order_v1_order_proto_msgTypes[2]
+	mi := &file_millrace_order_v1_order_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -555,7 +630,7 @@ func (x *Order) String() string {
 func (*Order) ProtoMessage() {}
 
 func (x *Order) ProtoReflect() protoreflect.Message {
-	mi := &file_millrace_order_v1_order_proto_msgTypes[2]
+	mi := &file_millrace_order_v1_order_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -568,7 +643,7 @@ func (x *Order) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Order.ProtoReflect.Descriptor instead.
 func (*Order) Descriptor() ([]byte, []int) {
-	return file_millrace_order_v1_order_proto_rawDescGZIP(), []int{2}
+	return file_millrace_order_v1_order_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Order) GetId() string {
@@ -680,7 +755,7 @@ type CreateQuoteRequest struct {
 
 func (x *CreateQuoteRequest) Reset() {
 	*x = CreateQuoteRequest{}
-	mi := &file_millrace_order_v1_order_proto_msgTypes[3]
+	mi := &file_millrace_order_v1_order_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -692,7 +767,7 @@ func (x *CreateQuoteRequest) String() string {
 func (*CreateQuoteRequest) ProtoMessage() {}
 
 func (x *CreateQuoteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_millrace_order_v1_order_proto_msgTypes[3]
+	mi := &file_millrace_order_v1_order_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -705,7 +780,7 @@ func (x *CreateQuoteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateQuoteRequest.ProtoReflect.Descriptor instead.
 func (*CreateQuoteRequest) Descriptor() ([]byte, []int) {
-	return file_millrace_order_v1_order_proto_rawDescGZIP(), []int{3}
+	return file_millrace_order_v1_order_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *CreateQuoteRequest) GetQuote() *Quote {
@@ -726,7 +801,7 @@ type CreateQuoteResponse struct {
 
 func (x *CreateQuoteResponse) Reset() {
 	*x = CreateQuoteResponse{}
-	mi := &file_millrace_order_v1_order_proto_msgTypes[4]
+	mi := &file_millrace_order_v1_order_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -738,7 +813,7 @@ func (x *CreateQuoteResponse) String() string {
 func (*CreateQuoteResponse) ProtoMessage() {}
 
 func (x *CreateQuoteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_millrace_order_v1_order_proto_msgTypes[4]
+	mi := &file_millrace_order_v1_order_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -751,7 +826,7 @@ func (x *CreateQuoteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateQuoteResponse.ProtoReflect.Descriptor instead.
 func (*CreateQuoteResponse) Descriptor() ([]byte, []int) {
-	return file_millrace_order_v1_order_proto_rawDescGZIP(), []int{4}
+	return file_millrace_order_v1_order_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CreateQuoteResponse) GetQuote() *Quote {
@@ -772,7 +847,7 @@ type GetQuoteRequest struct {
 
 func (x *GetQuoteRequest) Reset() {
 	*x = GetQuoteRequest{}
-	mi := &file_millrace_order_v1_order_proto_msgTypes[5]
+	mi := &file_millrace_order_v1_order_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -784,7 +859,7 @@ func (x *GetQuoteRequest) String() string {
 func (*GetQuoteRequest) ProtoMessage() {}
 
 func (x *GetQuoteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_millrace_order_v1_order_proto_msgTypes[5]
+	mi := &file_millrace_order_v1_order_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -797,7 +872,7 @@ func (x *GetQuoteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetQuoteRequest.ProtoReflect.Descriptor instead.
 func (*GetQuoteRequest) Descriptor() ([]byte, []int) {
-	return file_millrace_order_v1_order_proto_rawDescGZIP(), []int{5}
+	return file_millrace_order_v1_order_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GetQuoteRequest) GetId() string {
@@ -818,7 +893,7 @@ type GetQuoteResponse struct {
 
 func (x *GetQuoteResponse) Reset() {
 	*x = GetQuoteResponse{}
-	mi := &file_millrace_order_v1_order_proto_msgTypes[6]
+	mi := &file_millrace_order_v1_order_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -830,7 +905,7 @@ func (x *GetQuoteResponse) String() string {
 func (*GetQuoteResponse) ProtoMessage() {}
 
 func (x *GetQuoteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_millrace_order_v1_order_proto_msgTypes[6]
+	mi := &file_millrace_order_v1_order_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -843,7 +918,7 @@ func (x *GetQuoteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetQuoteResponse.ProtoReflect.Descriptor instead.
 func (*GetQuoteResponse) Descriptor() ([]byte, []int) {
-	return file_millrace_order_v1_order_proto_rawDescGZIP(), []int{6}
+	return file_millrace_order_v1_order_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetQuoteResponse) GetQuote() *Quote {
@@ -870,7 +945,7 @@ type ListQuotesRequest struct {
 
 func (x *ListQuotesRequest) Reset() {
 	*x = ListQuotesRequest{}
-	mi := &file_millrace_order_v1_order_proto_msgTypes[7]
+	mi := &file_millrace_order_v1_order_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -882,7 +957,7 @@ func (x *ListQuotesRequest) String() string {
 func (*ListQuotesRequest) ProtoMessage() {}
 
 func (x *ListQuotesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_millrace_order_v1_order_proto_msgTypes[7]
+	mi := &file_millrace_order_v1_order_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -895,7 +970,7 @@ func (x *ListQuotesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListQuotesRequest.ProtoReflect.Descriptor instead.
 func (*ListQuotesRequest) Descriptor() ([]byte, []int) {
-	return file_millrace_order_v1_order_proto_rawDescGZIP(), []int{7}
+	return file_millrace_order_v1_order_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListQuotesRequest) GetCustomerId() string {
@@ -939,7 +1014,7 @@ type ListQuotesResponse struct {
 
 func (x *ListQuotesResponse) Reset() {
 	*x = ListQuotesResponse{}
-	mi := &file_millrace_order_v1_order_proto_msgTypes[8]
+	mi := &file_millrace_order_v1_order_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -951,7 +1026,7 @@ func (x *ListQuotesResponse) String() string {
 func (*ListQuotesResponse) ProtoMessage() {}
 
 func (x *ListQuotesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_millrace_order_v1_order_proto_msgTypes[8]
+	mi := &file_millrace_order_v1_order_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -964,7 +1039,7 @@ func (x *ListQuotesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListQuotesResponse.ProtoReflect.Descriptor instead.
 func (*ListQuotesResponse) Descriptor() ([]byte, []int) {
-	return file_millrace_order_v1_order_proto_rawDescGZIP(), []int{8}
+	return file_millrace_order_v1_order_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListQuotesResponse) GetQuotes() []*Quote {
@@ -992,7 +1067,7 @@ type SubmitQuoteRequest struct {
 
 func (x *SubmitQuoteRequest) Reset() {
 	*x = SubmitQuoteRequest{}
-	mi := &file_millrace_order_v1_order_proto_msgTypes[9]
+	mi := &file_millrace_order_v1_order_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1004,7 +1079,7 @@ func (x *SubmitQuoteRequest) String() string {
 func (*SubmitQuoteRequest) ProtoMessage() {}
 
 func (x *SubmitQuoteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_millrace_order_v1_order_proto_msgTypes[9]
+	mi := &file_millrace_order_v1_order_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1017,7 +1092,7 @@ func (x *SubmitQuoteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitQuoteRequest.ProtoReflect.Descriptor instead.
 func (*SubmitQuoteRequest) Descriptor() ([]byte, []int) {
-	return file_millrace_order_v1_order_proto_rawDescGZIP(), []int{9}
+	return file_millrace_order_v1_order_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SubmitQuoteRequest) GetId() string {
@@ -1038,7 +1113,7 @@ type SubmitQuoteResponse struct {
 
 func (x *SubmitQuoteResponse) Reset() {
 	*x = SubmitQuoteResponse{}
-	mi := &file_millrace_order_v1_order_proto_msgTypes[10]
+	mi := &file_millrace_order_v1_order_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1050,7 +1125,7 @@ func (x *SubmitQuoteResponse) String() string {
 func (*SubmitQuoteResponse) ProtoMessage() {}
 
 func (x *SubmitQuoteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_millrace_order_v1_order_proto_msgTypes[10]
+	mi := &file_millrace_order_v1_order_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1063,7 +1138,7 @@ func (x *SubmitQuoteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitQuoteResponse.ProtoReflect.Descriptor instead.
 func (*SubmitQuoteResponse) Descriptor() ([]byte, []int) {
-	return file_millrace_order_v1_order_proto_rawDescGZIP(), []int{10}
+	return file_millrace_order_v1_order_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SubmitQuoteResponse) GetQuote() *Quote {
@@ -1086,7 +1161,7 @@ type ApproveQuoteRequest struct {
 
 func (x *ApproveQuoteRequest) Reset() {
 	*x = ApproveQuoteRequest{}
-	mi := &file_millrace_order_v1_order_proto_msgTypes[11]
+	mi := &file_millrace_order_v1_order_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1098,7 +1173,7 @@ func (x *ApproveQuoteRequest) String() string {
 func (*ApproveQuoteRequest) ProtoMessage() {}
 
 func (x *ApproveQuoteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_millrace_order_v1_order_proto_msgTypes[11]
+	mi := &file_millrace_order_v1_order_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1111,7 +1186,7 @@ func (x *ApproveQuoteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApproveQuoteRequest.ProtoReflect.Descriptor instead.
 func (*ApproveQuoteRequest) Descriptor() ([]byte, []int) {
-	return file_millrace_order_v1_order_proto_rawDescGZIP(), []int{11}
+	return file_millrace_order_v1_order_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ApproveQuoteRequest) GetId() string {
@@ -1139,7 +1214,7 @@ type ApproveQuoteResponse struct {
 
 func (x *ApproveQuoteResponse) Reset() {
 	*x = ApproveQuoteResponse{}
-	mi := &file_millrace_order_v1_order_proto_msgTypes[12]
+	mi := &file_millrace_order_v1_order_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1151,7 +1226,7 @@ func (x *ApproveQuoteResponse) String() string {
 func (*ApproveQuoteResponse) ProtoMessage() {}
 
 func (x *ApproveQuoteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_millrace_order_v1_order_proto_msgTypes[12]
+	mi := &file_millrace_order_v1_order_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1164,7 +1239,7 @@ func (x *ApproveQuoteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApproveQuoteResponse.ProtoReflect.Descriptor instead.
 func (*ApproveQuoteResponse) Descriptor() ([]byte, []int) {
-	return file_millrace_order_v1_order_proto_rawDescGZIP(), []int{12}
+	return file_millrace_order_v1_order_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ApproveQuoteResponse) GetQuote() *Quote {
@@ -1187,7 +1262,7 @@ type RejectQuoteRequest struct {
 
 func (x *RejectQuoteRequest) Reset() {
 	*x = RejectQuoteRequest{}
-	mi := &file_millrace_order_v1_order_proto_msgTypes[13]
+	mi := &file_millrace_order_v1_order_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1199,7 +1274,7 @@ func (x *RejectQuoteRequest) String() string {
 func (*RejectQuoteRequest) ProtoMessage() {}
 
 func (x *RejectQuoteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_millrace_order_v1_order_proto_msgTypes[13]
+	mi := &file_millrace_order_v1_order_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1212,7 +1287,7 @@ func (x *RejectQuoteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RejectQuoteRequest.ProtoReflect.Descriptor instead.
 func (*RejectQuoteRequest) Descriptor() ([]byte, []int) {
-	return file_millrace_order_v1_order_proto_rawDescGZIP(), []int{13}
+	return file_millrace_order_v1_order_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RejectQuoteRequest) GetId() string {
@@ -1240,7 +1315,7 @@ type RejectQuoteResponse struct {
 
 func (x *RejectQuoteResponse) Reset() {
 	*x = RejectQuoteResponse{}
-	mi := &file_millrace_order_v1_order_proto_msgTypes[14]
+	mi := &file_millrace_order_v1_order_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1252,7 +1327,7 @@ func (x *RejectQuoteResponse) String() string {
 func (*RejectQuoteResponse) ProtoMessage() {}
 
 func (x *RejectQuoteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_millrace_order_v1_order_proto_msgTypes[14]
+	mi := &file_millrace_order_v1_order_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1265,7 +1340,7 @@ func (x *RejectQuoteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RejectQuoteResponse.ProtoReflect.Descriptor instead.
 func (*RejectQuoteResponse) Descriptor() ([]byte, []int) {
-	return file_millrace_order_v1_order_proto_rawDescGZIP(), []int{14}
+	return file_millrace_order_v1_order_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RejectQuoteResponse) GetQuote() *Quote {
@@ -1288,7 +1363,7 @@ type ConvertQuoteRequest struct {
 
 func (x *ConvertQuoteRequest) Reset() {
 	*x = ConvertQuoteRequest{}
-	mi := &file_millrace_order_v1_order_proto_msgTypes[15]
+	mi := &file_millrace_order_v1_order_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1300,7 +1375,7 @@ func (x *ConvertQuoteRequest) String() string {
 func (*ConvertQuoteRequest) ProtoMessage() {}
 
 func (x *ConvertQuoteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_millrace_order_v1_order_proto_msgTypes[15]
+	mi := &file_millrace_order_v1_order_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1313,7 +1388,7 @@ func (x *ConvertQuoteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConvertQuoteRequest.ProtoReflect.Descriptor instead.
 func (*ConvertQuoteRequest) Descriptor() ([]byte, []int) {
-	return file_millrace_order_v1_order_proto_rawDescGZIP(), []int{15}
+	return file_millrace_order_v1_order_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ConvertQuoteRequest) GetId() string {
@@ -1343,7 +1418,7 @@ type ConvertQuoteResponse struct {
 
 func (x *ConvertQuoteResponse) Reset() {
 	*x = ConvertQuoteResponse{}
-	mi := &file_millrace_order_v1_order_proto_msgTypes[16]
+	mi := &file_millrace_order_v1_order_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1355,7 +1430,7 @@ func (x *ConvertQuoteResponse) String() string {
 func (*ConvertQuoteResponse) ProtoMessage() {}
 
 func (x *ConvertQuoteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_millrace_order_v1_order_proto_msgTypes[16]
+	mi := &file_millrace_order_v1_order_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1368,7 +1443,7 @@ func (x *ConvertQuoteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConvertQuoteResponse.ProtoReflect.Descriptor instead.
 func (*ConvertQuoteResponse) Descriptor() ([]byte, []int) {
-	return file_millrace_order_v1_order_proto_rawDescGZIP(), []int{16}
+	return file_millrace_order_v1_order_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ConvertQuoteResponse) GetOrder() *Order {
@@ -1396,7 +1471,7 @@ type CreateOrderRequest struct {
 
 func (x *CreateOrderRequest) Reset() {
 	*x = CreateOrderRequest{}
-	mi := &file_millrace_order_v1_order_proto_msgTypes[17]
+	mi := &file_millrace_order_v1_order_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1408,7 +1483,7 @@ func (x *CreateOrderRequest) String() string {
 func (*CreateOrderRequest) ProtoMessage() {}
 
 func (x *CreateOrderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_millrace_order_v1_order_proto_msgTypes[17]
+	mi := &file_millrace_order_v1_order_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1421,7 +1496,7 @@ func (x *CreateOrderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateOrderRequest.ProtoReflect.Descriptor instead.
 func (*CreateOrderRequest) Descriptor() ([]byte, []int) {
-	return file_millrace_order_v1_order_proto_rawDescGZIP(), []int{17}
+	return file_millrace_order_v1_order_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *CreateOrderRequest) GetOrder() *Order {
@@ -1442,7 +1517,7 @@ type CreateOrderResponse struct {
 
 func (x *CreateOrderResponse) Reset() {
 	*x = CreateOrderResponse{}
-	mi := &file_millrace_order_v1_order_proto_msgTypes[18]
+	mi := &file_millrace_order_v1_order_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1454,7 +1529,7 @@ func (x *CreateOrderResponse) String() string {
 func (*CreateOrderResponse) ProtoMessage() {}
 
 func (x *CreateOrderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_millrace_order_v1_order_proto_msgTypes[18]
+	mi := &file_millrace_order_v1_order_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1467,7 +1542,7 @@ func (x *CreateOrderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateOrderResponse.ProtoReflect.Descriptor instead.
 func (*CreateOrderResponse) Descriptor() ([]byte, []int) {
-	return file_millrace_order_v1_order_proto_rawDescGZIP(), []int{18}
+	return file_millrace_order_v1_order_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CreateOrderResponse) GetOrder() *Order {
@@ -1488,7 +1563,7 @@ type GetOrderRequest struct {
 
 func (x *GetOrderRequest) Reset() {
 	*x = GetOrderRequest{}
-	mi := &file_millrace_order_v1_order_proto_msgTypes[19]
+	mi := &file_millrace_order_v1_order_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1500,7 +1575,7 @@ func (x *GetOrderRequest) String() string {
 func (*GetOrderRequest) ProtoMessage() {}
 
 func (x *GetOrderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_millrace_order_v1_order_proto_msgTypes[19]
+	mi := &file_millrace_order_v1_order_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1513,7 +1588,7 @@ func (x *GetOrderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOrderRequest.ProtoReflect.Descriptor instead.
 func (*GetOrderRequest) Descriptor() ([]byte, []int) {
-	return file_millrace_order_v1_order_proto_rawDescGZIP(), []int{19}
+	return file_millrace_order_v1_order_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetOrderRequest) GetId() string {
@@ -1534,7 +1609,7 @@ type GetOrderResponse struct {
 
 func (x *GetOrderResponse) Reset() {
 	*x = GetOrderResponse{}
-	mi := &file_millrace_order_v1_order_proto_msgTypes[20]
+	mi := &file_millrace_order_v1_order_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1546,7 +1621,7 @@ func (x *GetOrderResponse) String() string {
 func (*GetOrderResponse) ProtoMessage() {}
 
 func (x *GetOrderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_millrace_order_v1_order_proto_msgTypes[20]
+	mi := &file_millrace_order_v1_order_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1559,7 +1634,7 @@ func (x *GetOrderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOrderResponse.ProtoReflect.Descriptor instead.
 func (*GetOrderResponse) Descriptor() ([]byte, []int) {
-	return file_millrace_order_v1_order_proto_rawDescGZIP(), []int{20}
+	return file_millrace_order_v1_order_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetOrderResponse) GetOrder() *Order {
@@ -1594,7 +1669,7 @@ type ListOrdersRequest struct {
 
 func (x *ListOrdersRequest) Reset() {
 	*x = ListOrdersRequest{}
-	mi := &file_millrace_order_v1_order_proto_msgTypes[21]
+	mi := &file_millrace_order_v1_order_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1606,7 +1681,7 @@ func (x *ListOrdersRequest) String() string {
 func (*ListOrdersRequest) ProtoMessage() {}
 
 func (x *ListOrdersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_millrace_order_v1_order_proto_msgTypes[21]
+	mi := &file_millrace_order_v1_order_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1619,7 +1694,7 @@ func (x *ListOrdersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOrdersRequest.ProtoReflect.Descriptor instead.
 func (*ListOrdersRequest) Descriptor() ([]byte, []int) {
-	return file_millrace_order_v1_order_proto_rawDescGZIP(), []int{21}
+	return file_millrace_order_v1_order_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListOrdersRequest) GetCustomerId() string {
@@ -1691,7 +1766,7 @@ type ListOrdersResponse struct {
 
 func (x *ListOrdersResponse) Reset() {
 	*x = ListOrdersResponse{}
-	mi := &file_millrace_order_v1_order_proto_msgTypes[22]
+	mi := &file_millrace_order_v1_order_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1703,7 +1778,7 @@ func (x *ListOrdersResponse) String() string {
 func (*ListOrdersResponse) ProtoMessage() {}
 
 func (x *ListOrdersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_millrace_order_v1_order_proto_msgTypes[22]
+	mi := &file_millrace_order_v1_order_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1716,7 +1791,7 @@ func (x *ListOrdersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOrdersResponse.ProtoReflect.Descriptor instead.
 func (*ListOrdersResponse) Descriptor() ([]byte, []int) {
-	return file_millrace_order_v1_order_proto_rawDescGZIP(), []int{22}
+	return file_millrace_order_v1_order_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListOrdersResponse) GetOrders() []*Order {
@@ -1746,7 +1821,7 @@ type CancelOrderRequest struct {
 
 func (x *CancelOrderRequest) Reset() {
 	*x = CancelOrderRequest{}
-	mi := &file_millrace_order_v1_order_proto_msgTypes[23]
+	mi := &file_millrace_order_v1_order_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1758,7 +1833,7 @@ func (x *CancelOrderRequest) String() string {
 func (*CancelOrderRequest) ProtoMessage() {}
 
 func (x *CancelOrderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_millrace_order_v1_order_proto_msgTypes[23]
+	mi := &file_millrace_order_v1_order_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1771,7 +1846,7 @@ func (x *CancelOrderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelOrderRequest.ProtoReflect.Descriptor instead.
 func (*CancelOrderRequest) Descriptor() ([]byte, []int) {
-	return file_millrace_order_v1_order_proto_rawDescGZIP(), []int{23}
+	return file_millrace_order_v1_order_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CancelOrderRequest) GetId() string {
@@ -1799,7 +1874,7 @@ type CancelOrderResponse struct {
 
 func (x *CancelOrderResponse) Reset() {
 	*x = CancelOrderResponse{}
-	mi := &file_millrace_order_v1_order_proto_msgTypes[24]
+	mi := &file_millrace_order_v1_order_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1811,7 +1886,7 @@ func (x *CancelOrderResponse) String() string {
 func (*CancelOrderResponse) ProtoMessage() {}
 
 func (x *CancelOrderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_millrace_order_v1_order_proto_msgTypes[24]
+	mi := &file_millrace_order_v1_order_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1824,7 +1899,7 @@ func (x *CancelOrderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelOrderResponse.ProtoReflect.Descriptor instead.
 func (*CancelOrderResponse) Descriptor() ([]byte, []int) {
-	return file_millrace_order_v1_order_proto_rawDescGZIP(), []int{24}
+	return file_millrace_order_v1_order_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *CancelOrderResponse) GetOrder() *Order {
@@ -1847,7 +1922,7 @@ type ReleaseOrderRequest struct {
 
 func (x *ReleaseOrderRequest) Reset() {
 	*x = ReleaseOrderRequest{}
-	mi := &file_millrace_order_v1_order_proto_msgTypes[25]
+	mi := &file_millrace_order_v1_order_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1859,7 +1934,7 @@ func (x *ReleaseOrderRequest) String() string {
 func (*ReleaseOrderRequest) ProtoMessage() {}
 
 func (x *ReleaseOrderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_millrace_order_v1_order_proto_msgTypes[25]
+	mi := &file_millrace_order_v1_order_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1872,7 +1947,7 @@ func (x *ReleaseOrderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseOrderRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseOrderRequest) Descriptor() ([]byte, []int) {
-	return file_millrace_order_v1_order_proto_rawDescGZIP(), []int{25}
+	return file_millrace_order_v1_order_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ReleaseOrderRequest) GetId() string {
@@ -1900,7 +1975,7 @@ type ReleaseOrderResponse struct {
 
 func (x *ReleaseOrderResponse) Reset() {
 	*x = ReleaseOrderResponse{}
-	mi := &file_millrace_order_v1_order_proto_msgTypes[26]
+	mi := &file_millrace_order_v1_order_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1912,7 +1987,7 @@ func (x *ReleaseOrderResponse) String() string {
 func (*ReleaseOrderResponse) ProtoMessage() {}
 
 func (x *ReleaseOrderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_millrace_order_v1_order_proto_msgTypes[26]
+	mi := &file_millrace_order_v1_order_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1925,7 +2000,7 @@ func (x *ReleaseOrderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseOrderResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseOrderResponse) Descriptor() ([]byte, []int) {
-	return file_millrace_order_v1_order_proto_rawDescGZIP(), []int{26}
+	return file_millrace_order_v1_order_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ReleaseOrderResponse) GetOrder() *Order {
@@ -1946,7 +2021,7 @@ type GetOrderTimelineRequest struct {
 
 func (x *GetOrderTimelineRequest) Reset() {
 	*x = GetOrderTimelineRequest{}
-	mi := &file_millrace_order_v1_order_proto_msgTypes[27]
+	mi := &file_millrace_order_v1_order_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1958,7 +2033,7 @@ func (x *GetOrderTimelineRequest) String() string {
 func (*GetOrderTimelineRequest) ProtoMessage() {}
 
 func (x *GetOrderTimelineRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_millrace_order_v1_order_proto_msgTypes[27]
+	mi := &file_millrace_order_v1_order_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1971,7 +2046,7 @@ func (x *GetOrderTimelineRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOrderTimelineRequest.ProtoReflect.Descriptor instead.
 func (*GetOrderTimelineRequest) Descriptor() ([]byte, []int) {
-	return file_millrace_order_v1_order_proto_rawDescGZIP(), []int{27}
+	return file_millrace_order_v1_order_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *GetOrderTimelineRequest) GetId() string {
@@ -2009,7 +2084,7 @@ type TimelineEntry struct {
 
 func (x *TimelineEntry) Reset() {
 	*x = TimelineEntry{}
-	mi := &file_millrace_order_v1_order_proto_msgTypes[28]
+	mi := &file_millrace_order_v1_order_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2021,7 +2096,7 @@ func (x *TimelineEntry) String() string {
 func (*TimelineEntry) ProtoMessage() {}
 
 func (x *TimelineEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_millrace_order_v1_order_proto_msgTypes[28]
+	mi := &file_millrace_order_v1_order_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2034,7 +2109,7 @@ func (x *TimelineEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TimelineEntry.ProtoReflect.Descriptor instead.
 func (*TimelineEntry) Descriptor() ([]byte, []int) {
-	return file_millrace_order_v1_order_proto_rawDescGZIP(), []int{28}
+	return file_millrace_order_v1_order_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *TimelineEntry) GetTime() *timestamppb.Timestamp {
@@ -2111,7 +2186,7 @@ type GetOrderTimelineResponse struct {
 
 func (x *GetOrderTimelineResponse) Reset() {
 	*x = GetOrderTimelineResponse{}
-	mi := &file_millrace_order_v1_order_proto_msgTypes[29]
+	mi := &file_millrace_order_v1_order_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2123,7 +2198,7 @@ func (x *GetOrderTimelineResponse) String() string {
 func (*GetOrderTimelineResponse) ProtoMessage() {}
 
 func (x *GetOrderTimelineResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_millrace_order_v1_order_proto_msgTypes[29]
+	mi := &file_millrace_order_v1_order_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2136,7 +2211,7 @@ func (x *GetOrderTimelineResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOrderTimelineResponse.ProtoReflect.Descriptor instead.
 func (*GetOrderTimelineResponse) Descriptor() ([]byte, []int) {
-	return file_millrace_order_v1_order_proto_rawDescGZIP(), []int{29}
+	return file_millrace_order_v1_order_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *GetOrderTimelineResponse) GetEntries() []*TimelineEntry {
@@ -2150,7 +2225,7 @@ var File_millrace_order_v1_order_proto protoreflect.FileDescriptor
 
 const file_millrace_order_v1_order_proto_rawDesc = "" +
 	"\n" +
-	"\x1dmillrace/order/v1/order.proto\x12\x11millrace.order.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cmillrace/type/v1/types.proto\"\x92\x03\n" +
+	"\x1dmillrace/order/v1/order.proto\x12\x11millrace.order.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cmillrace/type/v1/types.proto\"\xdc\x03\n" +
 	"\tOrderLine\x12\x1b\n" +
 	"\x03sku\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\x03sku\x12>\n" +
 	"\bquantity\x18\x02 \x01(\v2\x1a.millrace.type.v1.QuantityB\x06\xbaH\x03\xc8\x01\x01R\bquantity\x12;\n" +
@@ -2160,7 +2235,12 @@ const file_millrace_order_v1_order_proto_rawDesc = "" +
 	"line_total\x18\x04 \x01(\v2\x17.millrace.type.v1.MoneyB\x03\xe0A\x03R\tlineTotal\x12\x1c\n" +
 	"\asite_id\x18\x05 \x01(\tB\x03\xe0A\x03R\x06siteId\x12D\n" +
 	"\rpromised_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampB\x03\xe0A\x03R\fpromisedTime\x12J\n" +
-	"\x10shipped_quantity\x18\a \x01(\v2\x1a.millrace.type.v1.QuantityB\x03\xe0A\x03R\x0fshippedQuantity\"\x8e\x06\n" +
+	"\x10shipped_quantity\x18\a \x01(\v2\x1a.millrace.type.v1.QuantityB\x03\xe0A\x03R\x0fshippedQuantity\x12H\n" +
+	"\vallocations\x18\b \x03(\v2!.millrace.order.v1.LineAllocationB\x03\xe0A\x03R\vallocations\"\xa2\x01\n" +
+	"\x0eLineAllocation\x12\x17\n" +
+	"\asite_id\x18\x01 \x01(\tR\x06siteId\x126\n" +
+	"\bquantity\x18\x02 \x01(\v2\x1a.millrace.type.v1.QuantityR\bquantity\x12?\n" +
+	"\rpromised_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\fpromisedTime\"\x8e\x06\n" +
 	"\x05Quote\x12\x13\n" +
 	"\x02id\x18\x01 \x01(\tB\x03\xe0A\x03R\x02id\x12*\n" +
 	"\vcustomer_id\x18\x02 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\n" +
@@ -2355,122 +2435,126 @@ func file_millrace_order_v1_order_proto_rawDescGZIP() []byte {
 }
 
 var file_millrace_order_v1_order_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_millrace_order_v1_order_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_millrace_order_v1_order_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_millrace_order_v1_order_proto_goTypes = []any{
 	(QuoteStatus)(0),                 // 0: millrace.order.v1.QuoteStatus
 	(OrderStatus)(0),                 // 1: millrace.order.v1.OrderStatus
 	(HoldReason)(0),                  // 2: millrace.order.v1.HoldReason
 	(*OrderLine)(nil),                // 3: millrace.order.v1.OrderLine
-	(*Quote)(nil),                    // 4: millrace.order.v1.Quote
-	(*Order)(nil),                    // 5: millrace.order.v1.Order
-	(*CreateQuoteRequest)(nil),       // 6: millrace.order.v1.CreateQuoteRequest
-	(*CreateQuoteResponse)(nil),      // 7: millrace.order.v1.CreateQuoteResponse
-	(*GetQuoteRequest)(nil),          // 8: millrace.order.v1.GetQuoteRequest
-	(*GetQuoteResponse)(nil),         // 9: millrace.order.v1.GetQuoteResponse
-	(*ListQuotesRequest)(nil),        // 10: millrace.order.v1.ListQuotesRequest
-	(*ListQuotesResponse)(nil),       // 11: millrace.order.v1.ListQuotesResponse
-	(*SubmitQuoteRequest)(nil),       // 12: millrace.order.v1.SubmitQuoteRequest
-	(*SubmitQuoteResponse)(nil),      // 13: millrace.order.v1.SubmitQuoteResponse
-	(*ApproveQuoteRequest)(nil),      // 14: millrace.order.v1.ApproveQuoteRequest
-	(*ApproveQuoteResponse)(nil),     // 15: millrace.order.v1.ApproveQuoteResponse
-	(*RejectQuoteRequest)(nil),       // 16: millrace.order.v1.RejectQuoteRequest
-	(*RejectQuoteResponse)(nil),      // 17: millrace.order.v1.RejectQuoteResponse
-	(*ConvertQuoteRequest)(nil),      // 18: millrace.order.v1.ConvertQuoteRequest
-	(*ConvertQuoteResponse)(nil),     // 19: millrace.order.v1.ConvertQuoteResponse
-	(*CreateOrderRequest)(nil),       // 20: millrace.order.v1.CreateOrderRequest
-	(*CreateOrderResponse)(nil),      // 21: millrace.order.v1.CreateOrderResponse
-	(*GetOrderRequest)(nil),          // 22: millrace.order.v1.GetOrderRequest
-	(*GetOrderResponse)(nil),         // 23: millrace.order.v1.GetOrderResponse
-	(*ListOrdersRequest)(nil),        // 24: millrace.order.v1.ListOrdersRequest
-	(*ListOrdersResponse)(nil),       // 25: millrace.order.v1.ListOrdersResponse
-	(*CancelOrderRequest)(nil),       // 26: millrace.order.v1.CancelOrderRequest
-	(*CancelOrderResponse)(nil),      // 27: millrace.order.v1.CancelOrderResponse
-	(*ReleaseOrderRequest)(nil),      // 28: millrace.order.v1.ReleaseOrderRequest
-	(*ReleaseOrderResponse)(nil),     // 29: millrace.order.v1.ReleaseOrderResponse
-	(*GetOrderTimelineRequest)(nil),  // 30: millrace.order.v1.GetOrderTimelineRequest
-	(*TimelineEntry)(nil),            // 31: millrace.order.v1.TimelineEntry
-	(*GetOrderTimelineResponse)(nil), // 32: millrace.order.v1.GetOrderTimelineResponse
-	(*v1.Quantity)(nil),              // 33: millrace.type.v1.Quantity
-	(*v1.Money)(nil),                 // 34: millrace.type.v1.Money
-	(*timestamppb.Timestamp)(nil),    // 35: google.protobuf.Timestamp
-	(*v1.ExternalRef)(nil),           // 36: millrace.type.v1.ExternalRef
+	(*LineAllocation)(nil),           // 4: millrace.order.v1.LineAllocation
+	(*Quote)(nil),                    // 5: millrace.order.v1.Quote
+	(*Order)(nil),                    // 6: millrace.order.v1.Order
+	(*CreateQuoteRequest)(nil),       // 7: millrace.order.v1.CreateQuoteRequest
+	(*CreateQuoteResponse)(nil),      // 8: millrace.order.v1.CreateQuoteResponse
+	(*GetQuoteRequest)(nil),          // 9: millrace.order.v1.GetQuoteRequest
+	(*GetQuoteResponse)(nil),         // 10: millrace.order.v1.GetQuoteResponse
+	(*ListQuotesRequest)(nil),        // 11: millrace.order.v1.ListQuotesRequest
+	(*ListQuotesResponse)(nil),       // 12: millrace.order.v1.ListQuotesResponse
+	(*SubmitQuoteRequest)(nil),       // 13: millrace.order.v1.SubmitQuoteRequest
+	(*SubmitQuoteResponse)(nil),      // 14: millrace.order.v1.SubmitQuoteResponse
+	(*ApproveQuoteRequest)(nil),      // 15: millrace.order.v1.ApproveQuoteRequest
+	(*ApproveQuoteResponse)(nil),     // 16: millrace.order.v1.ApproveQuoteResponse
+	(*RejectQuoteRequest)(nil),       // 17: millrace.order.v1.RejectQuoteRequest
+	(*RejectQuoteResponse)(nil),      // 18: millrace.order.v1.RejectQuoteResponse
+	(*ConvertQuoteRequest)(nil),      // 19: millrace.order.v1.ConvertQuoteRequest
+	(*ConvertQuoteResponse)(nil),     // 20: millrace.order.v1.ConvertQuoteResponse
+	(*CreateOrderRequest)(nil),       // 21: millrace.order.v1.CreateOrderRequest
+	(*CreateOrderResponse)(nil),      // 22: millrace.order.v1.CreateOrderResponse
+	(*GetOrderRequest)(nil),          // 23: millrace.order.v1.GetOrderRequest
+	(*GetOrderResponse)(nil),         // 24: millrace.order.v1.GetOrderResponse
+	(*ListOrdersRequest)(nil),        // 25: millrace.order.v1.ListOrdersRequest
+	(*ListOrdersResponse)(nil),       // 26: millrace.order.v1.ListOrdersResponse
+	(*CancelOrderRequest)(nil),       // 27: millrace.order.v1.CancelOrderRequest
+	(*CancelOrderResponse)(nil),      // 28: millrace.order.v1.CancelOrderResponse
+	(*ReleaseOrderRequest)(nil),      // 29: millrace.order.v1.ReleaseOrderRequest
+	(*ReleaseOrderResponse)(nil),     // 30: millrace.order.v1.ReleaseOrderResponse
+	(*GetOrderTimelineRequest)(nil),  // 31: millrace.order.v1.GetOrderTimelineRequest
+	(*TimelineEntry)(nil),            // 32: millrace.order.v1.TimelineEntry
+	(*GetOrderTimelineResponse)(nil), // 33: millrace.order.v1.GetOrderTimelineResponse
+	(*v1.Quantity)(nil),              // 34: millrace.type.v1.Quantity
+	(*v1.Money)(nil),                 // 35: millrace.type.v1.Money
+	(*timestamppb.Timestamp)(nil),    // 36: google.protobuf.Timestamp
+	(*v1.ExternalRef)(nil),           // 37: millrace.type.v1.ExternalRef
 }
 var file_millrace_order_v1_order_proto_depIdxs = []int32{
-	33, // 0: millrace.order.v1.OrderLine.quantity:type_name -> millrace.type.v1.Quantity
-	34, // 1: millrace.order.v1.OrderLine.unit_price:type_name -> millrace.type.v1.Money
-	34, // 2: millrace.order.v1.OrderLine.line_total:type_name -> millrace.type.v1.Money
-	35, // 3: millrace.order.v1.OrderLine.promised_time:type_name -> google.protobuf.Timestamp
-	33, // 4: millrace.order.v1.OrderLine.shipped_quantity:type_name -> millrace.type.v1.Quantity
-	3,  // 5: millrace.order.v1.Quote.lines:type_name -> millrace.order.v1.OrderLine
-	35, // 6: millrace.order.v1.Quote.valid_until:type_name -> google.protobuf.Timestamp
-	36, // 7: millrace.order.v1.Quote.external_ref:type_name -> millrace.type.v1.ExternalRef
-	0,  // 8: millrace.order.v1.Quote.status:type_name -> millrace.order.v1.QuoteStatus
-	34, // 9: millrace.order.v1.Quote.total:type_name -> millrace.type.v1.Money
-	35, // 10: millrace.order.v1.Quote.create_time:type_name -> google.protobuf.Timestamp
-	35, // 11: millrace.order.v1.Quote.update_time:type_name -> google.protobuf.Timestamp
-	3,  // 12: millrace.order.v1.Order.lines:type_name -> millrace.order.v1.OrderLine
-	36, // 13: millrace.order.v1.Order.external_ref:type_name -> millrace.type.v1.ExternalRef
-	1,  // 14: millrace.order.v1.Order.status:type_name -> millrace.order.v1.OrderStatus
-	2,  // 15: millrace.order.v1.Order.hold_reason:type_name -> millrace.order.v1.HoldReason
-	34, // 16: millrace.order.v1.Order.total:type_name -> millrace.type.v1.Money
-	35, // 17: millrace.order.v1.Order.create_time:type_name -> google.protobuf.Timestamp
-	35, // 18: millrace.order.v1.Order.update_time:type_name -> google.protobuf.Timestamp
-	4,  // 19: millrace.order.v1.CreateQuoteRequest.quote:type_name -> millrace.order.v1.Quote
-	4,  // 20: millrace.order.v1.CreateQuoteResponse.quote:type_name -> millrace.order.v1.Quote
-	4,  // 21: millrace.order.v1.GetQuoteResponse.quote:type_name -> millrace.order.v1.Quote
-	0,  // 22: millrace.order.v1.ListQuotesRequest.status:type_name -> millrace.order.v1.QuoteStatus
-	4,  // 23: millrace.order.v1.ListQuotesResponse.quotes:type_name -> millrace.order.v1.Quote
-	4,  // 24: millrace.order.v1.SubmitQuoteResponse.quote:type_name -> millrace.order.v1.Quote
-	4,  // 25: millrace.order.v1.ApproveQuoteResponse.quote:type_name -> millrace.order.v1.Quote
-	4,  // 26: millrace.order.v1.RejectQuoteResponse.quote:type_name -> millrace.order.v1.Quote
-	36, // 27: millrace.order.v1.ConvertQuoteRequest.external_ref:type_name -> millrace.type.v1.ExternalRef
-	5,  // 28: millrace.order.v1.ConvertQuoteResponse.order:type_name -> millrace.order.v1.Order
-	4,  // 29: millrace.order.v1.ConvertQuoteResponse.quote:type_name -> millrace.order.v1.Quote
-	5,  // 30: millrace.order.v1.CreateOrderRequest.order:type_name -> millrace.order.v1.Order
-	5,  // 31: millrace.order.v1.CreateOrderResponse.order:type_name -> millrace.order.v1.Order
-	5,  // 32: millrace.order.v1.GetOrderResponse.order:type_name -> millrace.order.v1.Order
-	1,  // 33: millrace.order.v1.ListOrdersRequest.status:type_name -> millrace.order.v1.OrderStatus
-	35, // 34: millrace.order.v1.ListOrdersRequest.created_after:type_name -> google.protobuf.Timestamp
-	35, // 35: millrace.order.v1.ListOrdersRequest.created_before:type_name -> google.protobuf.Timestamp
-	5,  // 36: millrace.order.v1.ListOrdersResponse.orders:type_name -> millrace.order.v1.Order
-	5,  // 37: millrace.order.v1.CancelOrderResponse.order:type_name -> millrace.order.v1.Order
-	5,  // 38: millrace.order.v1.ReleaseOrderResponse.order:type_name -> millrace.order.v1.Order
-	35, // 39: millrace.order.v1.TimelineEntry.time:type_name -> google.protobuf.Timestamp
-	1,  // 40: millrace.order.v1.TimelineEntry.from_status:type_name -> millrace.order.v1.OrderStatus
-	1,  // 41: millrace.order.v1.TimelineEntry.to_status:type_name -> millrace.order.v1.OrderStatus
-	2,  // 42: millrace.order.v1.TimelineEntry.hold_reason:type_name -> millrace.order.v1.HoldReason
-	31, // 43: millrace.order.v1.GetOrderTimelineResponse.entries:type_name -> millrace.order.v1.TimelineEntry
-	6,  // 44: millrace.order.v1.OrderService.CreateQuote:input_type -> millrace.order.v1.CreateQuoteRequest
-	8,  // 45: millrace.order.v1.OrderService.GetQuote:input_type -> millrace.order.v1.GetQuoteRequest
-	10, // 46: millrace.order.v1.OrderService.ListQuotes:input_type -> millrace.order.v1.ListQuotesRequest
-	12, // 47: millrace.order.v1.OrderService.SubmitQuote:input_type -> millrace.order.v1.SubmitQuoteRequest
-	14, // 48: millrace.order.v1.OrderService.ApproveQuote:input_type -> millrace.order.v1.ApproveQuoteRequest
-	16, // 49: millrace.order.v1.OrderService.RejectQuote:input_type -> millrace.order.v1.RejectQuoteRequest
-	18, // 50: millrace.order.v1.OrderService.ConvertQuote:input_type -> millrace.order.v1.ConvertQuoteRequest
-	20, // 51: millrace.order.v1.OrderService.CreateOrder:input_type -> millrace.order.v1.CreateOrderRequest
-	22, // 52: millrace.order.v1.OrderService.GetOrder:input_type -> millrace.order.v1.GetOrderRequest
-	24, // 53: millrace.order.v1.OrderService.ListOrders:input_type -> millrace.order.v1.ListOrdersRequest
-	26, // 54: millrace.order.v1.OrderService.CancelOrder:input_type -> millrace.order.v1.CancelOrderRequest
-	28, // 55: millrace.order.v1.OrderService.ReleaseOrder:input_type -> millrace.order.v1.ReleaseOrderRequest
-	30, // 56: millrace.order.v1.OrderService.GetOrderTimeline:input_type -> millrace.order.v1.GetOrderTimelineRequest
-	7,  // 57: millrace.order.v1.OrderService.CreateQuote:output_type -> millrace.order.v1.CreateQuoteResponse
-	9,  // 58: millrace.order.v1.OrderService.GetQuote:output_type -> millrace.order.v1.GetQuoteResponse
-	11, // 59: millrace.order.v1.OrderService.ListQuotes:output_type -> millrace.order.v1.ListQuotesResponse
-	13, // 60: millrace.order.v1.OrderService.SubmitQuote:output_type -> millrace.order.v1.SubmitQuoteResponse
-	15, // 61: millrace.order.v1.OrderService.ApproveQuote:output_type -> millrace.order.v1.ApproveQuoteResponse
-	17, // 62: millrace.order.v1.OrderService.RejectQuote:output_type -> millrace.order.v1.RejectQuoteResponse
-	19, // 63: millrace.order.v1.OrderService.ConvertQuote:output_type -> millrace.order.v1.ConvertQuoteResponse
-	21, // 64: millrace.order.v1.OrderService.CreateOrder:output_type -> millrace.order.v1.CreateOrderResponse
-	23, // 65: millrace.order.v1.OrderService.GetOrder:output_type -> millrace.order.v1.GetOrderResponse
-	25, // 66: millrace.order.v1.OrderService.ListOrders:output_type -> millrace.order.v1.ListOrdersResponse
-	27, // 67: millrace.order.v1.OrderService.CancelOrder:output_type -> millrace.order.v1.CancelOrderResponse
-	29, // 68: millrace.order.v1.OrderService.ReleaseOrder:output_type -> millrace.order.v1.ReleaseOrderResponse
-	32, // 69: millrace.order.v1.OrderService.GetOrderTimeline:output_type -> millrace.order.v1.GetOrderTimelineResponse
-	57, // [57:70] is the sub-list for method output_type
-	44, // [44:57] is the sub-list for method input_type
-	44, // [44:44] is the sub-list for extension type_name
-	44, // [44:44] is the sub-list for extension extendee
-	0,  // [0:44] is the sub-list for field type_name
+	34, // 0: millrace.order.v1.OrderLine.quantity:type_name -> millrace.type.v1.Quantity
+	35, // 1: millrace.order.v1.OrderLine.unit_price:type_name -> millrace.type.v1.Money
+	35, // 2: millrace.order.v1.OrderLine.line_total:type_name -> millrace.type.v1.Money
+	36, // 3: millrace.order.v1.OrderLine.promised_time:type_name -> google.protobuf.Timestamp
+	34, // 4: millrace.order.v1.OrderLine.shipped_quantity:type_name -> millrace.type.v1.Quantity
+	4,  // 5: millrace.order.v1.OrderLine.allocations:type_name -> millrace.order.v1.LineAllocation
+	34, // 6: millrace.order.v1.LineAllocation.quantity:type_name -> millrace.type.v1.Quantity
+	36, // 7: millrace.order.v1.LineAllocation.promised_time:type_name -> google.protobuf.Timestamp
+	3,  // 8: millrace.order.v1.Quote.lines:type_name -> millrace.order.v1.OrderLine
+	36, // 9: millrace.order.v1.Quote.valid_until:type_name -> google.protobuf.Timestamp
+	37, // 10: millrace.order.v1.Quote.external_ref:type_name -> millrace.type.v1.ExternalRef
+	0,  // 11: millrace.order.v1.Quote.status:type_name -> millrace.order.v1.QuoteStatus
+	35, // 12: millrace.order.v1.Quote.total:type_name -> millrace.type.v1.Money
+	36, // 13: millrace.order.v1.Quote.create_time:type_name -> google.protobuf.Timestamp
+	36, // 14: millrace.order.v1.Quote.update_time:type_name -> google.protobuf.Timestamp
+	3,  // 15: millrace.order.v1.Order.lines:type_name -> millrace.order.v1.OrderLine
+	37, // 16: millrace.order.v1.Order.external_ref:type_name -> millrace.type.v1.ExternalRef
+	1,  // 17: millrace.order.v1.Order.status:type_name -> millrace.order.v1.OrderStatus
+	2,  // 18: millrace.order.v1.Order.hold_reason:type_name -> millrace.order.v1.HoldReason
+	35, // 19: millrace.order.v1.Order.total:type_name -> millrace.type.v1.Money
+	36, // 20: millrace.order.v1.Order.create_time:type_name -> google.protobuf.Timestamp
+	36, // 21: millrace.order.v1.Order.update_time:type_name -> google.protobuf.Timestamp
+	5,  // 22: millrace.order.v1.CreateQuoteRequest.quote:type_name -> millrace.order.v1.Quote
+	5,  // 23: millrace.order.v1.CreateQuoteResponse.quote:type_name -> millrace.order.v1.Quote
+	5,  // 24: millrace.order.v1.GetQuoteResponse.quote:type_name -> millrace.order.v1.Quote
+	0,  // 25: millrace.order.v1.ListQuotesRequest.status:type_name -> millrace.order.v1.QuoteStatus
+	5,  // 26: millrace.order.v1.ListQuotesResponse.quotes:type_name -> millrace.order.v1.Quote
+	5,  // 27: millrace.order.v1.SubmitQuoteResponse.quote:type_name -> millrace.order.v1.Quote
+	5,  // 28: millrace.order.v1.ApproveQuoteResponse.quote:type_name -> millrace.order.v1.Quote
+	5,  // 29: millrace.order.v1.RejectQuoteResponse.quote:type_name -> millrace.order.v1.Quote
+	37, // 30: millrace.order.v1.ConvertQuoteRequest.external_ref:type_name -> millrace.type.v1.ExternalRef
+	6,  // 31: millrace.order.v1.ConvertQuoteResponse.order:type_name -> millrace.order.v1.Order
+	5,  // 32: millrace.order.v1.ConvertQuoteResponse.quote:type_name -> millrace.order.v1.Quote
+	6,  // 33: millrace.order.v1.CreateOrderRequest.order:type_name -> millrace.order.v1.Order
+	6,  // 34: millrace.order.v1.CreateOrderResponse.order:type_name -> millrace.order.v1.Order
+	6,  // 35: millrace.order.v1.GetOrderResponse.order:type_name -> millrace.order.v1.Order
+	1,  // 36: millrace.order.v1.ListOrdersRequest.status:type_name -> millrace.order.v1.OrderStatus
+	36, // 37: millrace.order.v1.ListOrdersRequest.created_after:type_name -> google.protobuf.Timestamp
+	36, // 38: millrace.order.v1.ListOrdersRequest.created_before:type_name -> google.protobuf.Timestamp
+	6,  // 39: millrace.order.v1.ListOrdersResponse.orders:type_name -> millrace.order.v1.Order
+	6,  // 40: millrace.order.v1.CancelOrderResponse.order:type_name -> millrace.order.v1.Order
+	6,  // 41: millrace.order.v1.ReleaseOrderResponse.order:type_name -> millrace.order.v1.Order
+	36, // 42: millrace.order.v1.TimelineEntry.time:type_name -> google.protobuf.Timestamp
+	1,  // 43: millrace.order.v1.TimelineEntry.from_status:type_name -> millrace.order.v1.OrderStatus
+	1,  // 44: millrace.order.v1.TimelineEntry.to_status:type_name -> millrace.order.v1.OrderStatus
+	2,  // 45: millrace.order.v1.TimelineEntry.hold_reason:type_name -> millrace.order.v1.HoldReason
+	32, // 46: millrace.order.v1.GetOrderTimelineResponse.entries:type_name -> millrace.order.v1.TimelineEntry
+	7,  // 47: millrace.order.v1.OrderService.CreateQuote:input_type -> millrace.order.v1.CreateQuoteRequest
+	9,  // 48: millrace.order.v1.OrderService.GetQuote:input_type -> millrace.order.v1.GetQuoteRequest
+	11, // 49: millrace.order.v1.OrderService.ListQuotes:input_type -> millrace.order.v1.ListQuotesRequest
+	13, // 50: millrace.order.v1.OrderService.SubmitQuote:input_type -> millrace.order.v1.SubmitQuoteRequest
+	15, // 51: millrace.order.v1.OrderService.ApproveQuote:input_type -> millrace.order.v1.ApproveQuoteRequest
+	17, // 52: millrace.order.v1.OrderService.RejectQuote:input_type -> millrace.order.v1.RejectQuoteRequest
+	19, // 53: millrace.order.v1.OrderService.ConvertQuote:input_type -> millrace.order.v1.ConvertQuoteRequest
+	21, // 54: millrace.order.v1.OrderService.CreateOrder:input_type -> millrace.order.v1.CreateOrderRequest
+	23, // 55: millrace.order.v1.OrderService.GetOrder:input_type -> millrace.order.v1.GetOrderRequest
+	25, // 56: millrace.order.v1.OrderService.ListOrders:input_type -> millrace.order.v1.ListOrdersRequest
+	27, // 57: millrace.order.v1.OrderService.CancelOrder:input_type -> millrace.order.v1.CancelOrderRequest
+	29, // 58: millrace.order.v1.OrderService.ReleaseOrder:input_type -> millrace.order.v1.ReleaseOrderRequest
+	31, // 59: millrace.order.v1.OrderService.GetOrderTimeline:input_type -> millrace.order.v1.GetOrderTimelineRequest
+	8,  // 60: millrace.order.v1.OrderService.CreateQuote:output_type -> millrace.order.v1.CreateQuoteResponse
+	10, // 61: millrace.order.v1.OrderService.GetQuote:output_type -> millrace.order.v1.GetQuoteResponse
+	12, // 62: millrace.order.v1.OrderService.ListQuotes:output_type -> millrace.order.v1.ListQuotesResponse
+	14, // 63: millrace.order.v1.OrderService.SubmitQuote:output_type -> millrace.order.v1.SubmitQuoteResponse
+	16, // 64: millrace.order.v1.OrderService.ApproveQuote:output_type -> millrace.order.v1.ApproveQuoteResponse
+	18, // 65: millrace.order.v1.OrderService.RejectQuote:output_type -> millrace.order.v1.RejectQuoteResponse
+	20, // 66: millrace.order.v1.OrderService.ConvertQuote:output_type -> millrace.order.v1.ConvertQuoteResponse
+	22, // 67: millrace.order.v1.OrderService.CreateOrder:output_type -> millrace.order.v1.CreateOrderResponse
+	24, // 68: millrace.order.v1.OrderService.GetOrder:output_type -> millrace.order.v1.GetOrderResponse
+	26, // 69: millrace.order.v1.OrderService.ListOrders:output_type -> millrace.order.v1.ListOrdersResponse
+	28, // 70: millrace.order.v1.OrderService.CancelOrder:output_type -> millrace.order.v1.CancelOrderResponse
+	30, // 71: millrace.order.v1.OrderService.ReleaseOrder:output_type -> millrace.order.v1.ReleaseOrderResponse
+	33, // 72: millrace.order.v1.OrderService.GetOrderTimeline:output_type -> millrace.order.v1.GetOrderTimelineResponse
+	60, // [60:73] is the sub-list for method output_type
+	47, // [47:60] is the sub-list for method input_type
+	47, // [47:47] is the sub-list for extension type_name
+	47, // [47:47] is the sub-list for extension extendee
+	0,  // [0:47] is the sub-list for field type_name
 }
 
 func init() { file_millrace_order_v1_order_proto_init() }
@@ -2484,7 +2568,7 @@ func file_millrace_order_v1_order_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_millrace_order_v1_order_proto_rawDesc), len(file_millrace_order_v1_order_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   30,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

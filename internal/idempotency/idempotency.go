@@ -32,6 +32,7 @@ import (
 
 	"go.etcd.io/bbolt"
 
+	"github.com/millrace/millrace/internal/reqctx"
 	"github.com/millrace/millrace/internal/storage"
 )
 
@@ -260,21 +261,27 @@ func (s *Store) Complete(scope, key string, rec Record) error {
 	return nil
 }
 
-// Attach records, in the caller's own transaction tx, that the request
-// holding the claim on key within scope created resourceID. Call it in the
+// Attach records, in the caller's own transaction tx, that the keyed
+// request ctx carries (reqctx.Idempotency) created resourceID; for a
+// request without an Idempotency-Key it does nothing. Call it in the
 // transaction that stores the resource, on a store whose idempotency
 // records share the resource's file: should the process die before
 // Complete, the claim survives ReleaseAbandoned and the client's retry is
-// Started with Resource set, so it answers with what was created instead
-// of creating it again. Without a running claim it does nothing.
-func Attach(tx *bbolt.Tx, scope, key, resourceID string) error {
-	if err := checkKey(scope, key); err != nil {
+// Started with Resource set (reqctx.CreatedBefore), so it answers with what
+// was created instead of creating it again. Without a running claim it does
+// nothing either.
+func Attach(ctx context.Context, tx *bbolt.Tx, resourceID string) error {
+	claim, ok := reqctx.IdempotencyOf(ctx)
+	if !ok {
+		return nil
+	}
+	if err := checkKey(claim.Scope, claim.Key); err != nil {
 		return err
 	}
 	if resourceID == "" {
 		return errors.New("idempotency: attach: empty resource id")
 	}
-	rk := storage.KeyStrings(scope, key)
+	rk := storage.KeyStrings(claim.Scope, claim.Key)
 	cur, found, err := load(tx, rk)
 	if err != nil || !found || cur.state != stateInFlight {
 		return err

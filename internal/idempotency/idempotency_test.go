@@ -16,6 +16,7 @@ import (
 	"go.etcd.io/bbolt"
 	"go.uber.org/goleak"
 
+	"github.com/millrace/millrace/internal/reqctx"
 	"github.com/millrace/millrace/internal/storage"
 )
 
@@ -562,15 +563,22 @@ func TestAttachSurvivesACrash(t *testing.T) {
 			t.Fatalf("begin %s: %#v", key, out)
 		}
 	}
+	claimed := func(key string) context.Context {
+		return reqctx.WithIdempotency(context.Background(), reqctx.Idempotency{Scope: scope, Key: key})
+	}
 	// The handler's own transaction stores its record and attaches it.
-	if err := db.Update(func(tx *bbolt.Tx) error { return Attach(tx, scope, "created", "ord_1") }); err != nil {
+	if err := db.Update(func(tx *bbolt.Tx) error { return Attach(claimed("created"), tx, "ord_1") }); err != nil {
 		t.Fatal(err)
 	}
-	// Attaching to a key without a running claim does nothing.
-	if err := db.Update(func(tx *bbolt.Tx) error { return Attach(tx, scope, "unclaimed", "ord_2") }); err != nil {
+	// Attaching to a key without a running claim, or for a request without
+	// a key, does nothing.
+	if err := db.Update(func(tx *bbolt.Tx) error { return Attach(claimed("unclaimed"), tx, "ord_2") }); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.Update(func(tx *bbolt.Tx) error { return Attach(tx, scope, "created", "") }); err == nil {
+	if err := db.Update(func(tx *bbolt.Tx) error { return Attach(context.Background(), tx, "ord_3") }); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bbolt.Tx) error { return Attach(claimed("created"), tx, "") }); err == nil {
 		t.Error("attaching an empty resource id succeeded")
 	}
 	if r, i := counts(t, db); r != 2 || i != 2 {

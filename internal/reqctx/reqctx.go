@@ -100,6 +100,14 @@ func WithIdempotency(ctx context.Context, id Idempotency) context.Context {
 	return context.WithValue(ctx, idempotencyKey, id)
 }
 
+// CreatedBefore returns what an earlier attempt of the keyed request ctx
+// carries created before it died without its answer stored (see
+// Idempotency.Created); "" on a first attempt or without a key.
+func CreatedBefore(ctx context.Context) string {
+	id, _ := IdempotencyOf(ctx)
+	return id.Created
+}
+
 // IdempotencyOf returns the idempotency claim of ctx; ok is false for a
 // request sent without an Idempotency-Key.
 func IdempotencyOf(ctx context.Context) (id Idempotency, ok bool) {

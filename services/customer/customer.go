@@ -205,9 +205,9 @@ const (
 type txn interface {
 	// customer returns the stored account, or nil when there is none.
 	customer(id string) (*customerv1.Customer, error)
-	// attach records on the request's idempotency claim that it created
-	// the account id (see idempotency.Attach).
-	attach(claim reqctx.Idempotency, id string) error
+	// attach records on the request's idempotency claim, when it has one,
+	// that it created the account id (see idempotency.Attach).
+	attach(id string) error
 	// refHolder returns the id of the account holding an external
 	// reference, or "" when none does.
 	refHolder(system, refID string) (string, error)
@@ -576,12 +576,11 @@ func (k *core) create(ctx context.Context, p auth.Principal, in *customerv1.Cust
 	}
 	// A retry of a keyed create whose answer was lost in a crash gets the
 	// account the first attempt stored.
-	claim, keyed := reqctx.IdempotencyOf(ctx)
-	if keyed && claim.Created != "" {
+	if id := reqctx.CreatedBefore(ctx); id != "" {
 		var prev *customerv1.Customer
 		if err := k.repo.view(ctx, func(tx txn) error {
 			var err error
-			prev, err = tx.customer(claim.Created)
+			prev, err = tx.customer(id)
 			return err
 		}); err != nil {
 			return nil, err
@@ -594,8 +593,8 @@ func (k *core) create(ctx context.Context, p auth.Principal, in *customerv1.Cust
 	err := k.repo.update(ctx, func(tx txn) error {
 		out = nil
 		created, err := k.insert(ctx, tx, p, "customer", c)
-		if err == nil && keyed {
-			err = tx.attach(claim, created.GetId())
+		if err == nil {
+			err = tx.attach(created.GetId())
 		}
 		out = created
 		return err

@@ -12,7 +12,6 @@ import (
 	typev1 "github.com/millrace/millrace/gen/go/millrace/type/v1"
 	"github.com/millrace/millrace/internal/events"
 	"github.com/millrace/millrace/internal/idempotency"
-	"github.com/millrace/millrace/internal/reqctx"
 	"github.com/millrace/millrace/internal/storage"
 )
 
@@ -54,9 +53,7 @@ func (s *store) run(ctx context.Context, fn func(txn) error) storage.WriteFunc {
 	}
 }
 
-func (t *storeTx) attach(claim reqctx.Idempotency, id string) error {
-	return idempotency.Attach(t.tx, claim.Scope, claim.Key, id)
-}
+func (t *storeTx) attach(id string) error { return idempotency.Attach(t.ctx, t.tx, id) }
 
 func (t *storeTx) customer(id string) (*customerv1.Customer, error) {
 	if id == "" {

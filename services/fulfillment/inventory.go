@@ -169,7 +169,7 @@ func (k *core) adjustInventory(ctx context.Context, p auth.Principal, req *fulfi
 	}
 
 	var resp *fulfillmentv1.AdjustInventoryResponse
-	if entryID := createdBefore(ctx); entryID != "" {
+	if entryID := reqctx.CreatedBefore(ctx); entryID != "" {
 		// A retry of a keyed adjustment that was applied before a crash
 		// lost its answer: answer with the balance, never apply it twice.
 		err = k.repo.view(ctx, func(tx txn) error {
@@ -385,7 +385,7 @@ func (k *core) createSupplyPlan(ctx context.Context, p auth.Principal, in *fulfi
 		return nil, err
 	}
 	var out *supplyPlan
-	if id := createdBefore(ctx); id != "" {
+	if id := reqctx.CreatedBefore(ctx); id != "" {
 		// A keyed retry after a crash lost the answer: the plan exists.
 		err = k.repo.view(ctx, func(tx txn) error {
 			pl, err := tx.plan(id)
@@ -495,12 +495,4 @@ func (k *core) listSupplyPlans(ctx context.Context, p auth.Principal, req *fulfi
 		return nil, err
 	}
 	return resp, nil
-}
-
-// createdBefore returns what an earlier attempt of this keyed request
-// created before the process died without storing its answer; "" on a
-// first attempt or without an Idempotency-Key.
-func createdBefore(ctx context.Context) string {
-	claim, _ := reqctx.IdempotencyOf(ctx)
-	return claim.Created
 }

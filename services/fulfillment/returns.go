@@ -12,6 +12,7 @@ import (
 	"github.com/millrace/millrace/internal/events"
 	"github.com/millrace/millrace/internal/ids"
 	"github.com/millrace/millrace/internal/money"
+	"github.com/millrace/millrace/internal/reqctx"
 )
 
 // Returns are checked against what fulfillment itself shipped and invoiced
@@ -36,7 +37,7 @@ func (k *core) createReturn(ctx context.Context, p auth.Principal, in *fulfillme
 		return nil, err
 	}
 	var out *returnRec
-	if id := createdBefore(ctx); id != "" {
+	if id := reqctx.CreatedBefore(ctx); id != "" {
 		// A keyed retry after a crash lost the answer: the return exists.
 		err = k.repo.view(ctx, func(tx txn) error {
 			r, verr := visibleReturn(tx, p, id)

@@ -18,6 +18,7 @@ import (
 	"github.com/millrace/millrace/internal/events"
 	"github.com/millrace/millrace/internal/ids"
 	"github.com/millrace/millrace/internal/money"
+	"github.com/millrace/millrace/internal/reqctx"
 )
 
 // ---------------------------------------------------------------------------
@@ -119,7 +120,7 @@ func (k *core) createShipment(ctx context.Context, p auth.Principal, in *fulfill
 		return nil, err
 	}
 	var out *shipment
-	if id := createdBefore(ctx); id != "" {
+	if id := reqctx.CreatedBefore(ctx); id != "" {
 		// A keyed retry after a crash lost the answer: the shipment exists.
 		err = k.repo.view(ctx, func(tx txn) error {
 			s, verr := visibleShipment(tx, p, id)

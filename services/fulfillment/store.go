@@ -15,7 +15,6 @@ import (
 	"github.com/millrace/millrace/internal/events"
 	"github.com/millrace/millrace/internal/idempotency"
 	"github.com/millrace/millrace/internal/money"
-	"github.com/millrace/millrace/internal/reqctx"
 	"github.com/millrace/millrace/internal/storage"
 )
 
@@ -292,13 +291,7 @@ func (t *storeTx) appendLedger(e *ledgerEntry) error {
 // ---------------------------------------------------------------------------
 // Planned receipts.
 
-func (t *storeTx) attach(id string) error {
-	claim, ok := reqctx.IdempotencyOf(t.ctx)
-	if !ok {
-		return nil
-	}
-	return idempotency.Attach(t.tx, claim.Scope, claim.Key, id)
-}
+func (t *storeTx) attach(id string) error { return idempotency.Attach(t.ctx, t.tx, id) }
 
 func (t *storeTx) plan(id string) (*supplyPlan, error) {
 	return getRecord[supplyPlan](t.tx, bucketPlans, []byte(id))

@@ -146,7 +146,9 @@ type txn interface {
 	// orderByRef returns the id of the order holding an external
 	// reference, "" when none does.
 	orderByRef(system, refID string) (string, error)
-	attach(id reqctx.Idempotency, orderID string) error
+	// attach records on the request's idempotency claim, when it has one,
+	// that it created the order or quote id (see idempotency.Attach).
+	attach(id string) error
 	// putOrder writes rec and moves its index entries (and its place in
 	// the set of orders the background drives) from old, nil for a new
 	// order. A reference another order holds is a *refTakenError.

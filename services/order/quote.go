@@ -81,11 +81,10 @@ func (k *core) createQuote(ctx context.Context, p auth.Principal, in *orderv1.Qu
 	}
 	// A retry of a keyed request whose answer was lost in a crash gets the
 	// quote the first attempt stored.
-	claim, keyed := reqctx.IdempotencyOf(ctx)
-	if keyed && claim.Created != "" {
+	if id := reqctx.CreatedBefore(ctx); id != "" {
 		var prev *orderv1.Quote
 		if err := k.repo.view(ctx, func(tx txn) error {
-			rec, err := tx.quote(claim.Created)
+			rec, err := tx.quote(id)
 			if rec != nil {
 				prev = rec.q
 			}
@@ -169,10 +168,8 @@ func (k *core) createQuote(ctx context.Context, p auth.Principal, in *orderv1.Qu
 				return nil
 			}
 		}
-		if keyed {
-			if err := tx.attach(claim, q.GetId()); err != nil {
-				return err
-			}
+		if err := tx.attach(q.GetId()); err != nil {
+			return err
 		}
 		return tx.putQuote(nil, &quoteRecord{q: proto.Clone(q).(*orderv1.Quote)})
 	})

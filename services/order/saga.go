@@ -82,13 +82,12 @@ func (k *core) createOrder(ctx context.Context, p auth.Principal, in *orderv1.Or
 	}
 	// A retry of a keyed request whose answer was lost in a crash gets the
 	// order the first attempt stored.
-	idem, keyed := reqctx.IdempotencyOf(ctx)
-	if keyed && idem.Created != "" {
-		rec, err := k.load(ctx, idem.Created)
+	if id := reqctx.CreatedBefore(ctx); id != "" {
+		rec, err := k.load(ctx, id)
 		var nf *notFoundError
 		switch {
 		case err == nil && seesOrder(p, rec.o):
-			return k.existing(ctx, idem.Created)
+			return k.existing(ctx, id)
 		case err != nil && !errors.As(err, &nf):
 			return nil, err
 		}
@@ -155,10 +154,8 @@ func (k *core) createOrder(ctx context.Context, p auth.Principal, in *orderv1.Or
 				return nil
 			}
 		}
-		if keyed {
-			if err := tx.attach(idem, rec.o.GetId()); err != nil {
-				return err
-			}
+		if err := tx.attach(rec.o.GetId()); err != nil {
+			return err
 		}
 		return k.insertOrder(ctx, tx, cloneRecord(rec), why)
 	})

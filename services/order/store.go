@@ -14,7 +14,6 @@ import (
 	orderv1 "github.com/millrace/millrace/gen/go/millrace/order/v1"
 	"github.com/millrace/millrace/internal/events"
 	"github.com/millrace/millrace/internal/idempotency"
-	"github.com/millrace/millrace/internal/reqctx"
 	"github.com/millrace/millrace/internal/storage"
 )
 
@@ -91,11 +90,7 @@ func (t *storeTx) orderByRef(system, refID string) (string, error) {
 	return string(pk), nil
 }
 
-// attach records on the request's idempotency claim that it created
-// orderID (see idempotency.Attach).
-func (t *storeTx) attach(id reqctx.Idempotency, orderID string) error {
-	return idempotency.Attach(t.tx, id.Scope, id.Key, orderID)
-}
+func (t *storeTx) attach(id string) error { return idempotency.Attach(t.ctx, t.tx, id) }
 
 // orderIndexKeys are the list-index keys of an order.
 type orderIndexKeys struct {

@@ -506,11 +506,10 @@ func (s *store) createPriceList(ctx context.Context, in *productpricingv1.PriceL
 	var out *productpricingv1.PriceList
 	// A retry of a keyed request whose answer was lost in a crash gets the
 	// list the first attempt stored.
-	claim, keyed := reqctx.IdempotencyOf(ctx)
-	if keyed && claim.Created != "" {
+	if created := reqctx.CreatedBefore(ctx); created != "" {
 		if err := s.db.View(func(tx *bbolt.Tx) error {
 			var err error
-			out, err = loadPriceList(tx, claim.Created)
+			out, err = loadPriceList(tx, created)
 			return err
 		}); err != nil || out != nil {
 			return out, err
@@ -528,10 +527,8 @@ func (s *store) createPriceList(ctx context.Context, in *productpricingv1.PriceL
 		if err := putPriceList(ctx, tx, nil, pl); err != nil {
 			return false, err
 		}
-		if keyed {
-			if err := idempotency.Attach(tx, claim.Scope, claim.Key, id); err != nil {
-				return false, err
-			}
+		if err := idempotency.Attach(ctx, tx, id); err != nil {
+			return false, err
 		}
 		out = pl
 		return true, nil

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	fulfillmentv1 "github.com/millrace/millrace/gen/go/millrace/fulfillment/v1"
 	orderv1 "github.com/millrace/millrace/gen/go/millrace/order/v1"
 	typev1 "github.com/millrace/millrace/gen/go/millrace/type/v1"
 	"github.com/millrace/millrace/internal/auth"
@@ -485,13 +486,8 @@ func (k *core) stepPrice(ctx context.Context, rec *orderRecord) (stepResult, err
 // never compete for the same stock.
 func (k *core) stepReserve(ctx context.Context, rec *orderRecord, rel *release) (stepResult, error) {
 	o := rec.o
-	if hold := rec.st.QuoteHoldID; hold != "" {
-		if err := k.inventory.Release(ctx, hold); err != nil {
-			if !isDefinitive(err) {
-				return k.stall(ctx, rec, rel, "fulfillment", err)
-			}
-			k.log.WarnContext(ctx, "the quote's soft hold could not be released; it expires by itself", "order_id", o.GetId(), "reservation_id", hold, "err", err)
-		}
+	if err := k.releaseQuoteHold(ctx, rec); err != nil {
+		return k.stall(ctx, rec, rel, "fulfillment", err)
 	}
 	lines := cleanLines(o.GetLines())
 	res, avail, err := k.inventory.Reserve(ctx, o.GetId(), ReservationHard, o.GetShipToRegion(), lines, o.GetAllowSplit(), time.Time{})
@@ -502,24 +498,10 @@ func (k *core) stepReserve(ctx context.Context, rec *orderRecord, rel *release) 
 		return stepResult{}, err
 	}
 	if err != nil || res == nil {
-		why := "fulfillment refused the reservation: " + peerMessage(err)
-		if err == nil {
-			why, _ = shortLines(lines, avail)
-			why = "stock cannot cover the order: " + why
-		}
-		_, cerr := k.commit(ctx, rec, func(tx txn, r *orderRecord) error {
-			r.st.QuoteHoldID, r.st.Waiting = "", ""
-			applyAvailability(r.o.Lines, avail)
-			return k.transition(ctx, tx, r, change{to: statusOnHold, hold: holdInventoryShort, actor: systemActor, reason: why})
-		})
-		return stepResult{note: why}, cerr
+		return k.holdShort(ctx, rec, lines, avail, err)
 	}
 	ok, err := k.commit(ctx, rec, func(tx txn, r *orderRecord) error {
-		r.o.ReservationId = res.GetId()
-		r.st.Base = applyReservation(r.o.Lines, res, avail)
-		r.st.QuoteHoldID, r.st.Waiting = "", ""
-		r.st.Step = StepCredit
-		r.o.UpdateTime = timestamppb.New(k.now())
+		k.recordReservation(r, res, avail)
 		if r.o.GetStatus() == statusOnHold {
 			return k.transition(ctx, tx, r, released(rel, "stock reserved"))
 		}
@@ -529,6 +511,66 @@ func (k *core) stepReserve(ctx context.Context, rec *orderRecord, rel *release) 
 		k.repay(ctx, compensation{Kind: compReservation, ReservationID: res.GetId()})
 	}
 	return stepResult{next: ok}, err
+}
+
+// releaseQuoteHold releases the source quote's soft hold, if any, so that
+// it and the hard reservation never compete for the same stock. It fails
+// only when fulfillment did not answer; a hold fulfillment refuses to
+// release expires by itself.
+func (k *core) releaseQuoteHold(ctx context.Context, rec *orderRecord) error {
+	hold := rec.st.QuoteHoldID
+	if hold == "" {
+		return nil
+	}
+	err := k.inventory.Release(ctx, hold)
+	if err != nil && isDefinitive(err) {
+		k.log.WarnContext(ctx, "the quote's soft hold could not be released; it expires by itself", "order_id", rec.o.GetId(), "reservation_id", hold, "err", err)
+		return nil
+	}
+	return err
+}
+
+// holdShort puts an order ON_HOLD{INVENTORY_SHORT}: fulfillment refused the
+// reservation (err) or the stock cannot cover the lines (avail says where).
+func (k *core) holdShort(ctx context.Context, rec *orderRecord, lines []*orderv1.OrderLine, avail []*fulfillmentv1.LineAvailability, err error) (stepResult, error) {
+	why := "fulfillment refused the reservation: " + peerMessage(err)
+	if err == nil {
+		why, _ = shortLines(lines, avail)
+		why = "stock cannot cover the order: " + why
+	}
+	_, cerr := k.commit(ctx, rec, func(tx txn, r *orderRecord) error {
+		r.st.QuoteHoldID, r.st.Waiting = "", ""
+		applyAvailability(r.o.Lines, avail)
+		return k.transition(ctx, tx, r, change{to: statusOnHold, hold: holdInventoryShort, actor: systemActor, reason: why})
+	})
+	return stepResult{note: why}, cerr
+}
+
+// recordReservation writes the hard reservation onto r (its id, each
+// line's sites and promise) and moves it on to the credit step.
+func (k *core) recordReservation(r *orderRecord, res *fulfillmentv1.Reservation, avail []*fulfillmentv1.LineAvailability) {
+	r.o.ReservationId = res.GetId()
+	r.st.Base = applyReservation(r.o.Lines, res, avail)
+	r.st.QuoteHoldID, r.st.Waiting = "", ""
+	r.st.Step = StepCredit
+	r.o.UpdateTime = timestamppb.New(k.now())
+}
+
+// creditHold says which hold a credit answer that is not an approval puts
+// an order on: CREDIT_PENDING (degraded mode: the customer service did not
+// answer; the order waits, nobody may release or ship it, and the
+// re-validator finishes it) or CREDIT_DECLINED, with what the order waits
+// for and why.
+func (k *core) creditHold(ctx context.Context, o *orderv1.Order, dec CreditDecision, err error) (hold orderv1.HoldReason, waiting, why string) {
+	switch {
+	case err != nil && !isDefinitive(err):
+		waiting = waitingFor("customer", err)
+		k.log.WarnContext(ctx, "order held until credit can be validated", "order_id", o.GetId(), "err", err)
+		return holdCreditPending, waiting, "credit validation has not completed: " + waiting
+	case err != nil:
+		return holdCreditDeclined, "", "credit declined: " + peerMessage(err)
+	}
+	return holdCreditDeclined, "", "credit declined: " + dec.Reason
 }
 
 // stepReserveAndCredit is the usual path of a PENDING order: the hard
@@ -573,13 +615,8 @@ func (k *core) stepReserveAndCredit(ctx context.Context, rec *orderRecord) (step
 		return k.stall(ctx, rec, nil, "fulfillment", err)
 	}
 
-	if hold := rec.st.QuoteHoldID; hold != "" {
-		if err := k.inventory.Release(ctx, hold); err != nil {
-			if !isDefinitive(err) {
-				return waitForFulfillment(err)
-			}
-			k.log.WarnContext(ctx, "the quote's soft hold could not be released; it expires by itself", "order_id", o.GetId(), "reservation_id", hold, "err", err)
-		}
+	if err := k.releaseQuoteHold(ctx, rec); err != nil {
+		return waitForFulfillment(err)
 	}
 	lines := cleanLines(o.GetLines())
 	res, avail, err := k.inventory.Reserve(ctx, o.GetId(), ReservationHard, o.GetShipToRegion(), lines, o.GetAllowSplit(), time.Time{})
@@ -591,17 +628,7 @@ func (k *core) stepReserveAndCredit(ctx context.Context, rec *orderRecord) (step
 	}
 	if err != nil || res == nil {
 		giveBackCredit()
-		why := "fulfillment refused the reservation: " + peerMessage(err)
-		if err == nil {
-			why, _ = shortLines(lines, avail)
-			why = "stock cannot cover the order: " + why
-		}
-		_, cerr := k.commit(ctx, rec, func(tx txn, r *orderRecord) error {
-			r.st.QuoteHoldID, r.st.Waiting = "", ""
-			applyAvailability(r.o.Lines, avail)
-			return k.transition(ctx, tx, r, change{to: statusOnHold, hold: holdInventoryShort, actor: systemActor, reason: why})
-		})
-		return stepResult{note: why}, cerr
+		return k.holdShort(ctx, rec, lines, avail, err)
 	}
 
 	c := <-credit
@@ -611,47 +638,30 @@ func (k *core) stepReserveAndCredit(ctx context.Context, rec *orderRecord) (step
 	if ferr := k.fail(StepCredit + ".done"); ferr != nil {
 		return stepResult{}, ferr
 	}
-	reserved := func(r *orderRecord) {
-		r.o.ReservationId = res.GetId()
-		r.st.Base = applyReservation(r.o.Lines, res, avail)
-		r.st.QuoteHoldID, r.st.Waiting = "", ""
-		r.st.Step = StepCredit
-		r.o.UpdateTime = timestamppb.New(k.now())
-	}
 	var (
 		note  string
 		apply func(tx txn, r *orderRecord) error
 		taken = c.err == nil && c.dec.Approved
 	)
-	switch {
-	case taken:
+	if taken {
 		if err := k.fail(StepAccept); err != nil {
 			return stepResult{}, err
 		}
 		apply = func(tx txn, r *orderRecord) error {
-			reserved(r)
+			k.recordReservation(r, res, avail)
 			r.st.CreditTaken = true
 			return k.acceptIn(ctx, tx, r)
 		}
-	case c.err != nil && !isDefinitive(c.err):
-		// Degraded mode, as in stepCredit.
-		waiting := waitingFor("customer", c.err)
-		note = "credit validation has not completed: " + waiting
-		k.log.WarnContext(ctx, "order held until credit can be validated", "order_id", o.GetId(), "err", c.err)
+	} else {
+		var (
+			hold    orderv1.HoldReason
+			waiting string
+		)
+		hold, waiting, note = k.creditHold(ctx, o, c.dec, c.err)
 		apply = func(tx txn, r *orderRecord) error {
-			reserved(r)
+			k.recordReservation(r, res, avail)
 			r.st.Waiting = waiting
-			return k.transition(ctx, tx, r, change{to: statusOnHold, hold: holdCreditPending, actor: systemActor, reason: note})
-		}
-	default:
-		reason := c.dec.Reason
-		if c.err != nil {
-			reason = peerMessage(c.err)
-		}
-		note = "credit declined: " + reason
-		apply = func(tx txn, r *orderRecord) error {
-			reserved(r)
-			return k.transition(ctx, tx, r, change{to: statusOnHold, hold: holdCreditDeclined, actor: systemActor, reason: note})
+			return k.transition(ctx, tx, r, change{to: statusOnHold, hold: hold, actor: systemActor, reason: note})
 		}
 	}
 	ok, err := k.commit(ctx, rec, apply)
@@ -669,34 +679,24 @@ func (k *core) stepReserveAndCredit(ctx context.Context, rec *orderRecord) (step
 func (k *core) stepCredit(ctx context.Context, rec *orderRecord, rel *release) (stepResult, error) {
 	o := rec.o
 	dec, err := k.credit.Reserve(ctx, o.GetCustomerId(), o.GetId(), o.GetTotal())
-	if err != nil {
-		if ctx.Err() != nil {
-			return stepResult{}, ctx.Err()
-		}
-		if !isDefinitive(err) {
-			// Degraded mode: the order waits ON_HOLD{CREDIT_PENDING}, which
-			// nobody may release or ship; the re-validator finishes it.
-			why := "credit validation has not completed: " + waitingFor("customer", err)
-			if o.GetStatus() == statusOnHold && o.GetHoldReason() == holdCreditPending && rec.st.Waiting == waitingFor("customer", err) {
-				return stepResult{note: why}, nil // still down; nothing new to record
-			}
-			k.log.WarnContext(ctx, "order held until credit can be validated", "order_id", o.GetId(), "err", err)
-			_, cerr := k.commit(ctx, rec, func(tx txn, r *orderRecord) error {
-				r.st.Waiting = waitingFor("customer", err)
-				return k.transition(ctx, tx, r, change{to: statusOnHold, hold: holdCreditPending, actor: systemActor, reason: why})
-			})
-			return stepResult{note: why}, cerr
-		}
-		dec = CreditDecision{Reason: peerMessage(err)}
+	if err != nil && ctx.Err() != nil {
+		return stepResult{}, ctx.Err()
 	}
-	if err := k.fail(StepCredit + ".done"); err != nil {
-		return stepResult{}, err
+	if err == nil || isDefinitive(err) {
+		if err := k.fail(StepCredit + ".done"); err != nil {
+			return stepResult{}, err
+		}
 	}
-	if !dec.Approved {
-		why := "credit declined: " + dec.Reason
+	if err != nil || !dec.Approved {
+		if err != nil && !isDefinitive(err) && o.GetStatus() == statusOnHold && o.GetHoldReason() == holdCreditPending &&
+			rec.st.Waiting == waitingFor("customer", err) {
+			// Still down; nothing new to record.
+			return stepResult{note: "credit validation has not completed: " + rec.st.Waiting}, nil
+		}
+		hold, waiting, why := k.creditHold(ctx, o, dec, err)
 		_, cerr := k.commit(ctx, rec, func(tx txn, r *orderRecord) error {
-			r.st.Waiting = ""
-			return k.transition(ctx, tx, r, change{to: statusOnHold, hold: holdCreditDeclined, actor: systemActor, reason: why})
+			r.st.Waiting = waiting
+			return k.transition(ctx, tx, r, change{to: statusOnHold, hold: hold, actor: systemActor, reason: why})
 		})
 		return stepResult{note: why}, cerr
 	}

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"time"
 
 	"go.etcd.io/bbolt"
 )
@@ -20,9 +19,6 @@ const MaxGroupSize = 1000
 // fsync carries all the writers that arrived during the previous one.
 type groupCommitter struct {
 	db *bbolt.DB
-	// delay, when positive, is an extra collection window before each
-	// commit, for bulk loaders that prefer fewer, larger transactions.
-	delay time.Duration
 
 	mu      sync.Mutex
 	queue   []*groupCall
@@ -57,9 +53,6 @@ func (g *groupCommitter) do(fn func(*bbolt.Tx) error) error {
 // run commits groups until the queue is empty.
 func (g *groupCommitter) run() {
 	for {
-		if g.delay > 0 {
-			time.Sleep(g.delay)
-		}
 		g.mu.Lock()
 		n := min(len(g.queue), MaxGroupSize)
 		if n == 0 {

@@ -72,10 +72,6 @@ type Options struct {
 	// NoSync skips fsync on commit. Only tests and benchmarks may set it: a
 	// crash can lose or corrupt committed data.
 	NoSync bool
-	// BatchDelay is an extra collection window before each group commit
-	// of Batch. Zero, the default, commits as soon as the previous commit
-	// is done, which is what request paths want.
-	BatchDelay time.Duration
 }
 
 // DB is one open Millrace store.
@@ -113,7 +109,7 @@ func Open(path string, s Schema, opts Options) (*DB, error) {
 		}
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	db := &DB{bolt: bdb, path: path, schema: s, group: &groupCommitter{db: bdb, delay: opts.BatchDelay}}
+	db := &DB{bolt: bdb, path: path, schema: s, group: &groupCommitter{db: bdb}}
 	if err := db.prepare(opts.ReadOnly); err != nil {
 		_ = bdb.Close()
 		return nil, err

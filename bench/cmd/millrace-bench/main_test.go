@@ -141,3 +141,22 @@ func TestRunRejectsBadFlags(t *testing.T) {
 		})
 	}
 }
+
+// TestRunCPUProfile checks that -cpuprofile writes a profile of the
+// scenarios, and that a path it cannot write fails the run.
+func TestRunCPUProfile(t *testing.T) {
+	prof := filepath.Join(t.TempDir(), "cpu.prof")
+	args := []string{"-duration", "50ms", "-warmup", "10ms", "-concurrency", "2", "-only", "self-check-noop", "-cpuprofile", prof}
+	var stdout, stderr bytes.Buffer
+	if err := run(context.Background(), args, &stdout, &stderr); err != nil {
+		t.Fatalf("run: %v\nstderr:\n%s", err, stderr.String())
+	}
+	info, err := os.Stat(prof)
+	if err != nil || info.Size() == 0 {
+		t.Fatalf("profile %s: %v (size %v), want a written profile", prof, err, info)
+	}
+	bad := append(args[:len(args)-1:len(args)-1], filepath.Join(t.TempDir(), "missing", "cpu.prof"))
+	if err := run(context.Background(), bad, &stdout, &stderr); err == nil || !strings.Contains(err.Error(), "-cpuprofile") {
+		t.Errorf("an unwritable -cpuprofile path gave %v, want an error naming the flag", err)
+	}
+}

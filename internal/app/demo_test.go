@@ -1,0 +1,70 @@
+package app
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"regexp"
+	"slices"
+	"testing"
+)
+
+// TestDemoLoad starts a node with --demo and checks what a newcomer sees:
+// the demo data set, orders in several states (one held for credit), and a
+// load that no call of it refused.
+func TestDemoLoad(t *testing.T) {
+	inst := startTestNode(t, "--demo", "--rate-limit", "0")
+	base := "http://" + inst.HTTPAddr
+
+	get := func(path string) []byte {
+		t.Helper()
+		req, _ := http.NewRequest("GET", base+path, nil)
+		req.Header.Set("Authorization", "Bearer "+inst.AdminKey)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 {
+			t.Fatalf("GET %s: %d %s", path, resp.StatusCode, b)
+		}
+		return b
+	}
+
+	var orders struct {
+		Orders []struct {
+			Status     string `json:"status"`
+			HoldReason string `json:"holdReason"`
+		} `json:"orders"`
+	}
+	if err := json.Unmarshal(get("/v1/orders?pageSize=50"), &orders); err != nil {
+		t.Fatal(err)
+	}
+	var states []string
+	for _, o := range orders.Orders {
+		states = append(states, o.Status+" "+o.HoldReason)
+	}
+	if !slices.Contains(states, "ORDER_STATUS_ACCEPTED ") || !slices.Contains(states, "ORDER_STATUS_ON_HOLD HOLD_REASON_CREDIT_DECLINED") {
+		t.Errorf("demo orders %v, want accepted ones and one held for credit", states)
+	}
+	var quotes struct {
+		Quotes []struct {
+			Status string `json:"status"`
+		} `json:"quotes"`
+	}
+	if err := json.Unmarshal(get("/v1/quotes?pageSize=50"), &quotes); err != nil {
+		t.Fatal(err)
+	}
+	if len(quotes.Quotes) < 3 {
+		t.Errorf("%d demo quotes, want at least 3 (draft, approved, converted)", len(quotes.Quotes))
+	}
+
+	// Every call of the load went through: no InvalidArgument or worse.
+	refused := regexp.MustCompile(`(?m)^millrace_rpc_requests_total\{code="(\w+)",method="([^"]+)"`)
+	for _, m := range refused.FindAllSubmatch(get("/metrics"), -1) {
+		if code := string(m[1]); code != "OK" {
+			t.Errorf("the demo load had %s answers from %s", code, m[2])
+		}
+	}
+}

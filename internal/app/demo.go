@@ -30,7 +30,8 @@ func (n *node) loadDemo(ctx context.Context, adminKey, httpAddr, grpcAddr string
 		example = sum.Customers[0].GetId()
 	}
 	fmt.Fprintf(n.stdout, `
-Millrace is running with demo data (%d customers, products and price lists).
+Millrace is running with demo data: %d customers in two regions with a credit group,
+%d products with price lists, stock at three sites, quotes, and orders (one held for credit).
 
   REST      %s/v1/...        OpenAPI: %s/openapi.json
   gRPC      %s               (grpcurl -plaintext %s list)
@@ -38,13 +39,14 @@ Millrace is running with demo data (%d customers, products and price lists).
 
 Try:
   curl -s -H "Authorization: Bearer %s" "%s/v1/customers?pageSize=5"
+  curl -s -H "Authorization: Bearer %s" "%s/v1/orders?status=ORDER_STATUS_ON_HOLD"
   curl -s -H "Authorization: Bearer %s" "%s/v1/customers/%s/hierarchy"
   curl -s -X POST -H "Authorization: Bearer %s" -H "Content-Type: application/json" \
        -d '{"customerId":"%s","currencyCode":"EUR","lines":[{"sku":"VALVE-BV25","quantity":{"value":"2","unit":"CASE"}}]}' \
        %s/v1/prices:simulate
 
 Stop with Ctrl-C.
-`, len(sum.Customers), base, base, localAddr(grpcAddr), localAddr(grpcAddr), adminKey, adminKey, base, adminKey, base, example, adminKey, example, base)
+`, len(sum.Customers), len(sum.SKUs), base, base, localAddr(grpcAddr), localAddr(grpcAddr), adminKey, adminKey, base, adminKey, base, adminKey, base, example, adminKey, example, base)
 	return nil
 }
 

@@ -28,9 +28,12 @@ const (
 	ReasonRateLimited         = "RATE_LIMITED"
 	ReasonIdempotencyMismatch = "IDEMPOTENCY_KEY_REUSED"
 	ReasonIdempotencyInFlight = "IDEMPOTENCY_KEY_IN_FLIGHT"
-	ReasonUnavailable         = "PEER_UNAVAILABLE"
-	ReasonInternal            = "INTERNAL"
-	ReasonFailedPrecondition  = "FAILED_PRECONDITION"
+	// ReasonIdempotencySealed: the kept answer holds a secret sealed for
+	// another credential than the replaying caller's.
+	ReasonIdempotencySealed  = "IDEMPOTENCY_ANSWER_SEALED"
+	ReasonUnavailable        = "PEER_UNAVAILABLE"
+	ReasonInternal           = "INTERNAL"
+	ReasonFailedPrecondition = "FAILED_PRECONDITION"
 )
 
 // FieldViolation names one invalid field by its path in the request, for

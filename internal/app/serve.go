@@ -546,7 +546,7 @@ func (n *node) bootstrapAdmin() (string, error) {
 	if count > 0 && !n.cfg.Demo {
 		return "", nil
 	}
-	_, secret, err := n.keys.Create(&integrationv1.ApiKey{DisplayName: "bootstrap admin", Role: auth.RoleAdmin})
+	_, secret, err := n.keys.Create(context.Background(), &integrationv1.ApiKey{DisplayName: "bootstrap admin", Role: auth.RoleAdmin})
 	if err != nil {
 		return "", fmt.Errorf("create the admin key: %w", err)
 	}

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	integrationv1 "github.com/millrace/millrace/gen/go/millrace/integration/v1"
+	"github.com/millrace/millrace/internal/idempotency"
 	"github.com/millrace/millrace/internal/ids"
 	"github.com/millrace/millrace/internal/storage"
 )
@@ -84,14 +85,57 @@ func NewKeyStore(db *storage.DB) *KeyStore {
 }
 
 // Create stores a new key and returns it with its secret, which is never
-// stored or shown again.
-func (s *KeyStore) Create(k *integrationv1.ApiKey) (*integrationv1.ApiKey, string, error) {
+// stored or shown again. Under an Idempotency-Key (ctx) the new key is
+// attached to the key's claim in the same commit, so that the retry of a
+// call whose answer was lost in a crash finds it (see Reissue).
+func (s *KeyStore) Create(ctx context.Context, k *integrationv1.ApiKey) (*integrationv1.ApiKey, string, error) {
 	id := ids.New("key")
 	secret, err := newSecret(id)
 	if err != nil {
 		return nil, "", err
 	}
-	return s.put(id, secret, k)
+	return s.put(ctx, id, secret, k)
+}
+
+// Reissue gives key id a new secret in place of one that was never
+// delivered: the retry of a keyed CreateApiKey whose first answer was lost
+// in a crash gets the key its first attempt created, with a secret it can
+// use, instead of a second key. The lost secret stops working at once. A
+// revoked key is refused; an unknown id is an error.
+func (s *KeyStore) Reissue(id string) (*integrationv1.ApiKey, string, error) {
+	secret, err := newSecret(id)
+	if err != nil {
+		return nil, "", err
+	}
+	sum := sha256.Sum256([]byte(secret))
+	var out *integrationv1.ApiKey
+	err = s.db.Update(func(tx *bbolt.Tx) error {
+		bk := tx.Bucket(BucketAPIKeys)
+		v := bk.Get([]byte(id))
+		if v == nil {
+			return fmt.Errorf("api key %s does not exist", id)
+		}
+		rec, err := decodeKey(v)
+		if err != nil {
+			return err
+		}
+		if rec.key.GetRevokeTime() != nil {
+			return fmt.Errorf("api key %s was revoked", id)
+		}
+		b, err := encodeKey(sum[:], rec.key)
+		if err != nil {
+			return err
+		}
+		out = rec.key
+		return bk.Put([]byte(id), b)
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	s.mu.Lock()
+	s.cache = map[[32]byte]cachedKey{}
+	s.mu.Unlock()
+	return out, secret, nil
 }
 
 // Import stores a key whose secret the operator chose (MILLRACE_ADMIN_KEY).
@@ -109,11 +153,11 @@ func (s *KeyStore) Import(secret string, k *integrationv1.ApiKey) (*integrationv
 			id = kid
 		}
 	}
-	out, _, err := s.put(id, secret, k)
+	out, _, err := s.put(context.Background(), id, secret, k)
 	return out, err
 }
 
-func (s *KeyStore) put(id, secret string, k *integrationv1.ApiKey) (*integrationv1.ApiKey, string, error) {
+func (s *KeyStore) put(ctx context.Context, id, secret string, k *integrationv1.ApiKey) (*integrationv1.ApiKey, string, error) {
 	k = proto.Clone(k).(*integrationv1.ApiKey)
 	k.Id = id
 	k.CreateTime = timestamppb.New(s.now())
@@ -129,7 +173,10 @@ func (s *KeyStore) put(id, secret string, k *integrationv1.ApiKey) (*integration
 		if bk.Get([]byte(id)) != nil {
 			return fmt.Errorf("api key %s already exists", id)
 		}
-		return bk.Put([]byte(id), b)
+		if err := bk.Put([]byte(id), b); err != nil {
+			return err
+		}
+		return idempotency.Attach(ctx, tx, id)
 	})
 	if err != nil {
 		return nil, "", err

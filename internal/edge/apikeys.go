@@ -19,8 +19,20 @@ type APIKeyServer struct {
 }
 
 // CreateApiKey implements integrationv1.ApiKeyServiceServer.
-func (s *APIKeyServer) CreateApiKey(_ context.Context, req *integrationv1.CreateApiKeyRequest) (*integrationv1.CreateApiKeyResponse, error) {
-	k, secret, err := s.Keys.Create(req.GetApiKey())
+//
+// Under an Idempotency-Key whose first attempt created a key but lost its
+// answer in a crash, the retry answers with that key and a new secret: the
+// first secret was never delivered, and a second key would be a credential
+// nobody knows about.
+func (s *APIKeyServer) CreateApiKey(ctx context.Context, req *integrationv1.CreateApiKeyRequest) (*integrationv1.CreateApiKeyResponse, error) {
+	if id := reqctx.CreatedBefore(ctx); id != "" {
+		k, secret, err := s.Keys.Reissue(id)
+		if err != nil {
+			return nil, fmt.Errorf("create api key: answer the retry with key %s: %w", id, err)
+		}
+		return &integrationv1.CreateApiKeyResponse{ApiKey: k, Secret: secret}, nil
+	}
+	k, secret, err := s.Keys.Create(ctx, req.GetApiKey())
 	if err != nil {
 		return nil, fmt.Errorf("create api key: %w", err)
 	}

@@ -95,7 +95,7 @@ func (i *Idempotency) Handle(ctx context.Context, p auth.Principal, fullMethod s
 			map[string]string{"idempotency_key": key})
 	case idempotency.Replay:
 		_ = grpc.SetHeader(ctx, metadata.Pairs(MDIdempotentReplayed, "true"))
-		return replay(fullMethod, o.Record)
+		return replay(fullMethod, o.Record, callerBearer(md), scope, key)
 	case idempotency.Started:
 		// This call owns the key. The handler learns the claim too, so that
 		// it can attach what it creates (see reqctx.Idempotency).
@@ -108,7 +108,7 @@ func (i *Idempotency) Handle(ctx context.Context, p auth.Principal, fullMethod s
 		}
 		return resp, herr
 	}
-	rec, err := record(resp, herr)
+	rec, err := record(resp, herr, callerBearer(md), scope, key)
 	if err == nil {
 		err = store.Complete(scope, key, rec)
 	}
@@ -128,7 +128,18 @@ func retryable(c codes.Code) bool {
 	return false
 }
 
-func record(resp any, herr error) (idempotency.Record, error) {
+// callerBearer is the caller's bearer secret, or "" without one.
+func callerBearer(md metadata.MD) string {
+	secret, err := bearer(firstMD(md, MDAuthorization))
+	if err != nil {
+		return ""
+	}
+	return secret
+}
+
+// record turns the handler's outcome into the record kept for replays. An
+// answer holding a secret is kept sealed for the caller (see keepAnswer).
+func record(resp any, herr error, bearer, scope, key string) (idempotency.Record, error) {
 	if herr != nil {
 		st := status.Convert(herr)
 		rec := idempotency.Record{Code: uint32(st.Code()), Message: st.Message()}
@@ -145,11 +156,13 @@ func record(resp any, herr error) (idempotency.Record, error) {
 	if !ok {
 		return idempotency.Record{}, fmt.Errorf("response is %T, not a proto message", resp)
 	}
-	b, err := proto.Marshal(msg)
+	b, err := keepAnswer(msg, bearer, scope, key)
 	return idempotency.Record{Code: uint32(codes.OK), Response: b}, err
 }
 
-func replay(fullMethod string, rec idempotency.Record) (any, error) {
+// replay rebuilds the first call's outcome from its record; a sealed answer
+// is opened with the replaying caller's bearer secret.
+func replay(fullMethod string, rec idempotency.Record, bearer, scope, key string) (any, error) {
 	if codes.Code(rec.Code) != codes.OK {
 		sp := &spb.Status{Code: int32(rec.Code), Message: rec.Message}
 		for _, d := range rec.Details {
@@ -165,8 +178,14 @@ func replay(fullMethod string, rec idempotency.Record) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	answer := rec.Response
+	if isSealedAnswer(answer) {
+		if answer, err = openAnswer(bearer, scope, key, answer); err != nil {
+			return nil, apierr.New(codes.FailedPrecondition, apierr.ReasonIdempotencySealed, err.Error(), map[string]string{"idempotency_key": key})
+		}
+	}
 	msg := mt.New().Interface()
-	if err := proto.Unmarshal(rec.Response, msg); err != nil {
+	if err := proto.Unmarshal(answer, msg); err != nil {
 		return nil, fmt.Errorf("decode stored response: %w", err)
 	}
 	return msg, nil

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -44,21 +45,23 @@ type fixture struct {
 	idem     *idempotency.Store
 	chain    *platform.Chain
 	limiterN float64
+	path     string // the store file
 }
 
 func newFixture(t *testing.T, ratePerSecond float64, burst int) *fixture {
 	t.Helper()
-	db, err := storage.Open(filepath.Join(t.TempDir(), "integration.db"), edge.Schema, storage.Options{NoSync: true})
+	path := filepath.Join(t.TempDir(), "integration.db")
+	db, err := storage.Open(path, edge.Schema, storage.Options{NoSync: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	f := &fixture{keys: auth.NewKeyStore(db), logs: &bytes.Buffer{}, metrics: platform.NewMetrics()}
-	_, f.admin, err = f.keys.Create(&integrationv1.ApiKey{DisplayName: "admin", Role: auth.RoleAdmin})
+	f := &fixture{keys: auth.NewKeyStore(db), logs: &bytes.Buffer{}, metrics: platform.NewMetrics(), path: path}
+	_, f.admin, err = f.keys.Create(context.Background(), &integrationv1.ApiKey{DisplayName: "admin", Role: auth.RoleAdmin})
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, f.crm, err = f.keys.Create(&integrationv1.ApiKey{DisplayName: "crm", Role: auth.RoleCRM})
+	_, f.crm, err = f.keys.Create(context.Background(), &integrationv1.ApiKey{DisplayName: "crm", Role: auth.RoleCRM})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -348,6 +351,61 @@ func TestIdempotencyConcurrentSameKeyCreatesOnce(t *testing.T) {
 	}
 	if n, _ := f.keys.Count(); n != 3 {
 		t.Fatalf("keys = %d, want 3", n)
+	}
+}
+
+// TestKeyedCreateApiKeyKeepsNoSecretAtRest: the answer kept for an
+// Idempotency-Key replay of CreateApiKey is sealed, so the store file never
+// holds the new key's secret, and the replay still returns it, over gRPC
+// and REST alike.
+func TestKeyedCreateApiKeyKeepsNoSecretAtRest(t *testing.T) {
+	f := newFixture(t, 0, 1)
+	client := integrationv1.NewApiKeyServiceClient(f.conn)
+	ctx := metadata.AppendToOutgoingContext(withKey(context.Background(), f.admin), "idempotency-key", "seal-1")
+	req := &integrationv1.CreateApiKeyRequest{ApiKey: &integrationv1.ApiKey{DisplayName: "erp loader", Role: auth.RoleERP}}
+	first, err := client.CreateApiKey(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := first.GetSecret()
+	if _, err := f.keys.Verify(context.Background(), secret); err != nil {
+		t.Fatalf("the new secret does not verify: %v", err)
+	}
+	random := secret[strings.LastIndexByte(secret, '_')+1:]
+	raw, err := os.ReadFile(f.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(raw, []byte(random)) {
+		t.Fatal("the store file holds the new API key's secret in the clear")
+	}
+
+	var hdr metadata.MD
+	again, err := client.CreateApiKey(ctx, req, grpc.Header(&hdr))
+	if err != nil {
+		t.Fatalf("replay: %v", err)
+	}
+	if got := hdr.Get("idempotent-replayed"); len(got) != 1 || got[0] != "true" {
+		t.Errorf("replay headers %v, want idempotent-replayed: true", hdr)
+	}
+	if again.GetSecret() != secret || again.GetApiKey().GetId() != first.GetApiKey().GetId() {
+		t.Fatalf("replay answered key %s secret %q, want %s and the first secret", again.GetApiKey().GetId(), again.GetSecret(), first.GetApiKey().GetId())
+	}
+
+	r := f.do(t, "POST", "/v1/apiKeys", f.admin, `{"displayName":"erp loader","role":"ROLE_ERP"}`, map[string]string{"Idempotency-Key": "seal-2"})
+	if r.code != 200 {
+		t.Fatalf("REST create: %d %v", r.code, r.body)
+	}
+	restSecret, _ := r.body["secret"].(string)
+	replayed := f.do(t, "POST", "/v1/apiKeys", f.admin, `{"displayName":"erp loader","role":"ROLE_ERP"}`, map[string]string{"Idempotency-Key": "seal-2"})
+	if replayed.code != 200 || replayed.body["secret"] != restSecret || replayed.header.Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("REST replay: %d %v %v, want the first secret", replayed.code, replayed.header, replayed.body)
+	}
+	if raw, _ := os.ReadFile(f.path); restSecret == "" || bytes.Contains(raw, []byte(restSecret[strings.LastIndexByte(restSecret, '_')+1:])) {
+		t.Fatal("the store file holds the REST-created secret in the clear")
+	}
+	if n, _ := f.keys.Count(); n != 4 {
+		t.Fatalf("keys = %d, want 4 (admin, crm and one per idempotency key)", n)
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 	eventsv1 "github.com/millrace/millrace/gen/go/millrace/events/v1"
 	integrationv1 "github.com/millrace/millrace/gen/go/millrace/integration/v1"
 	"github.com/millrace/millrace/internal/events"
+	"github.com/millrace/millrace/internal/idempotency"
 	"github.com/millrace/millrace/internal/ids"
 	"github.com/millrace/millrace/internal/reqctx"
 	"github.com/millrace/millrace/internal/storage"
@@ -84,6 +85,9 @@ func (d *Dispatcher) checkURL(ctx context.Context, raw string) (string, error) {
 // signing secret, the only time the secret is shown. Status defaults to
 // ACTIVE; a subscription may also start PAUSED.
 func (d *Dispatcher) CreateSubscription(ctx context.Context, in *integrationv1.Subscription) (*integrationv1.Subscription, string, error) {
+	if id := reqctx.CreatedBefore(ctx); id != "" {
+		return d.reissueSecret(id)
+	}
 	if err := validateFields(in); err != nil {
 		return nil, "", err
 	}
@@ -112,11 +116,47 @@ func (d *Dispatcher) CreateSubscription(ctx context.Context, in *integrationv1.S
 		},
 		secret: seal(d.aead, id, secret),
 	}
-	if err := d.db.Update(func(tx *bbolt.Tx) error { return putSub(tx, s) }); err != nil {
+	err = d.db.Update(func(tx *bbolt.Tx) error {
+		if err := putSub(tx, s); err != nil {
+			return err
+		}
+		// Under an Idempotency-Key, the retry of a call whose answer was
+		// lost in a crash finds this subscription (see reissueSecret).
+		return idempotency.Attach(ctx, tx, id)
+	})
+	if err != nil {
 		return nil, "", err
 	}
 	d.syncSub(id, false)
 	return s.pb, secret, nil
+}
+
+// reissueSecret answers the retry of a keyed CreateSubscription whose first
+// attempt created subscription id but lost its answer in a crash: the
+// subscription gets a new signing secret, since the first was never
+// delivered, and no previous secret keeps signing. Creating a second
+// subscription instead would send every event twice.
+func (d *Dispatcher) reissueSecret(id string) (*integrationv1.Subscription, string, error) {
+	secret := newSecret()
+	var out *integrationv1.Subscription
+	err := d.db.Update(func(tx *bbolt.Tx) error {
+		s, err := getSub(tx, id)
+		if err != nil {
+			return err
+		}
+		if s == nil {
+			return &NotFoundError{"subscription", id}
+		}
+		s.secret = seal(d.aead, id, secret)
+		s.prevSecret, s.prevExpire = nil, time.Time{}
+		out = s.pb
+		return putSub(tx, s)
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	d.syncSub(id, false)
+	return out, secret, nil
 }
 
 // GetSubscription returns one subscription.

@@ -371,7 +371,8 @@ type CreateApiKeyResponse struct {
 	// The created key.
 	ApiKey *ApiKey `protobuf:"bytes,1,opt,name=api_key,json=apiKey,proto3" json:"api_key,omitempty"`
 	// The secret to send as "Authorization: Bearer <secret>". It is shown only
-	// here; Millrace stores a hash.
+	// here; Millrace stores a hash. Marked debug_redact: it is never logged,
+	// and an answer kept for an Idempotency-Key replay holds it sealed.
 	Secret        string `protobuf:"bytes,2,opt,name=secret,proto3" json:"secret,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1098,7 +1099,8 @@ type CreateSubscriptionResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The created subscription.
 	Subscription *Subscription `protobuf:"bytes,1,opt,name=subscription,proto3" json:"subscription,omitempty"`
-	// The signing secret ("whsec_..."), shown only here.
+	// The signing secret ("whsec_..."), shown only here; an answer kept for an
+	// Idempotency-Key replay holds it sealed.
 	Secret        string `protobuf:"bytes,2,opt,name=secret,proto3" json:"secret,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1575,7 +1577,8 @@ func (x *RotateSubscriptionSecretRequest) GetId() string {
 // RotateSubscriptionSecretResponse is the output of RotateSubscriptionSecret.
 type RotateSubscriptionSecretResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The new signing secret, shown only here.
+	// The new signing secret, shown only here; an answer kept for an
+	// Idempotency-Key replay holds it sealed.
 	Secret string `protobuf:"bytes,1,opt,name=secret,proto3" json:"secret,omitempty"`
 	// Until when the previous secret also signs deliveries (UTC).
 	PreviousSecretExpireTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=previous_secret_expire_time,json=previousSecretExpireTime,proto3" json:"previous_secret_expire_time,omitempty"`
@@ -2920,10 +2923,10 @@ const file_millrace_integration_v1_integration_proto_rawDesc = "" +
 	"revokeTime\x12E\n" +
 	"\x0elast_used_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampB\x03\xe0A\x03R\flastUsedTime\"W\n" +
 	"\x13CreateApiKeyRequest\x12@\n" +
-	"\aapi_key\x18\x01 \x01(\v2\x1f.millrace.integration.v1.ApiKeyB\x06\xbaH\x03\xc8\x01\x01R\x06apiKey\"h\n" +
+	"\aapi_key\x18\x01 \x01(\v2\x1f.millrace.integration.v1.ApiKeyB\x06\xbaH\x03\xc8\x01\x01R\x06apiKey\"m\n" +
 	"\x14CreateApiKeyResponse\x128\n" +
-	"\aapi_key\x18\x01 \x01(\v2\x1f.millrace.integration.v1.ApiKeyR\x06apiKey\x12\x16\n" +
-	"\x06secret\x18\x02 \x01(\tR\x06secret\"\x8f\x01\n" +
+	"\aapi_key\x18\x01 \x01(\v2\x1f.millrace.integration.v1.ApiKeyR\x06apiKey\x12\x1b\n" +
+	"\x06secret\x18\x02 \x01(\tB\x03\x80\x01\x01R\x06secret\"\x8f\x01\n" +
 	"\x12ListApiKeysRequest\x12'\n" +
 	"\tpage_size\x18\x01 \x01(\x05B\n" +
 	"\xbaH\a\x1a\x05\x18\xf4\x03(\x00R\bpageSize\x12'\n" +
@@ -2946,10 +2949,9 @@ const file_millrace_integration_v1_integration_proto_rawDesc = "" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x121\n" +
 	"\x04role\x18\x02 \x01(\x0e2\x1d.millrace.integration.v1.RoleR\x04role\x12\x16\n" +
 	"\x06region\x18\x03 \x01(\tR\x06region\x12%\n" +
-	"\x0ecorrelation_id\x18\x04 \x01(\tR\rcorrelationId\"9\n" +
-	"\x13VerifyApiKeyRequest\x12\"\n" +
-	"\x06secret\x18\x01 \x01(\tB\n" +
-	"\xbaH\ar\x05\x10\x01\x18\x80\x02R\x06secret\"P\n" +
+	"\x0ecorrelation_id\x18\x04 \x01(\tR\rcorrelationId\"<\n" +
+	"\x13VerifyApiKeyRequest\x12%\n" +
+	"\x06secret\x18\x01 \x01(\tB\r\xbaH\ar\x05\x10\x01\x18\x80\x02\x80\x01\x01R\x06secret\"P\n" +
 	"\x14VerifyApiKeyResponse\x128\n" +
 	"\aapi_key\x18\x01 \x01(\v2\x1f.millrace.integration.v1.ApiKeyR\x06apiKey\"\xed\x03\n" +
 	"\fSubscription\x12\x13\n" +
@@ -2965,10 +2967,10 @@ const file_millrace_integration_v1_integration_proto_rawDesc = "" +
 	"\vcreate_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampB\x03\xe0A\x03R\n" +
 	"createTime\"n\n" +
 	"\x19CreateSubscriptionRequest\x12Q\n" +
-	"\fsubscription\x18\x01 \x01(\v2%.millrace.integration.v1.SubscriptionB\x06\xbaH\x03\xc8\x01\x01R\fsubscription\"\x7f\n" +
+	"\fsubscription\x18\x01 \x01(\v2%.millrace.integration.v1.SubscriptionB\x06\xbaH\x03\xc8\x01\x01R\fsubscription\"\x84\x01\n" +
 	"\x1aCreateSubscriptionResponse\x12I\n" +
-	"\fsubscription\x18\x01 \x01(\v2%.millrace.integration.v1.SubscriptionR\fsubscription\x12\x16\n" +
-	"\x06secret\x18\x02 \x01(\tR\x06secret\"3\n" +
+	"\fsubscription\x18\x01 \x01(\v2%.millrace.integration.v1.SubscriptionR\fsubscription\x12\x1b\n" +
+	"\x06secret\x18\x02 \x01(\tB\x03\x80\x01\x01R\x06secret\"3\n" +
 	"\x16GetSubscriptionRequest\x12\x19\n" +
 	"\x02id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\x02id\"d\n" +
 	"\x17GetSubscriptionResponse\x12I\n" +
@@ -2989,9 +2991,9 @@ const file_millrace_integration_v1_integration_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\x02id\"\x1c\n" +
 	"\x1aDeleteSubscriptionResponse\"<\n" +
 	"\x1fRotateSubscriptionSecretRequest\x12\x19\n" +
-	"\x02id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\x02id\"\x95\x01\n" +
-	" RotateSubscriptionSecretResponse\x12\x16\n" +
-	"\x06secret\x18\x01 \x01(\tR\x06secret\x12Y\n" +
+	"\x02id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\x02id\"\x9a\x01\n" +
+	" RotateSubscriptionSecretResponse\x12\x1b\n" +
+	"\x06secret\x18\x01 \x01(\tB\x03\x80\x01\x01R\x06secret\x12Y\n" +
 	"\x1bprevious_secret_expire_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x18previousSecretExpireTime\"1\n" +
 	"\x14SendTestEventRequest\x12\x19\n" +
 	"\x02id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\x02id\"V\n" +

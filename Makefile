@@ -23,7 +23,7 @@ help: ## Show the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
 
 .PHONY: tools
-tools: $(BUF) $(TOOLBIN)/protoc-gen-go $(TOOLBIN)/protoc-gen-go-grpc $(TOOLBIN)/protoc-gen-grpc-gateway $(TOOLBIN)/protoc-gen-openapiv2 ## Install the pinned buf and protoc plugins into .tools/
+tools: $(BUF) $(TOOLBIN)/protoc-gen-go $(TOOLBIN)/protoc-gen-go-grpc $(TOOLBIN)/protoc-gen-grpc-gateway $(TOOLBIN)/protoc-gen-openapiv2 $(TOOLBIN)/protoc-gen-go-json ## Install the pinned buf and protoc plugins into .tools/
 
 $(BUF):
 	@mkdir -p $(TOOLBIN)
@@ -44,6 +44,11 @@ $(TOOLBIN)/protoc-gen-grpc-gateway:
 	GOBIN=$(TOOLBIN) go install github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-grpc-gateway@$(GRPC_GATEWAY_VERSION)
 $(TOOLBIN)/protoc-gen-openapiv2:
 	GOBIN=$(TOOLBIN) go install github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-openapiv2@$(GRPC_GATEWAY_VERSION)
+# Millrace's own plugin (the JSON codec of the REST edge), built from this
+# module whenever its source changes.
+$(TOOLBIN)/protoc-gen-go-json: $(filter-out %_test.go,$(wildcard cmd/protoc-gen-go-json/*.go)) go.mod
+	@mkdir -p $(TOOLBIN)
+	go build -o $@ ./cmd/protoc-gen-go-json
 
 .PHONY: generate
 generate: tools ## Regenerate gen/ from proto/

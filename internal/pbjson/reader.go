@@ -863,8 +863,14 @@ func (r *Reader) Proto(m proto.Message) {
 	if !ok {
 		return
 	}
+	value := r.data[start:end]
+	if c := value[0]; c == '-' || isDigit(c) {
+		// protojson reads a number such as "1e" differently before a
+		// delimiter and at the end of its input: keep the delimiter.
+		value = append(value[:len(value):len(value)], ' ')
+	}
 	opts := protojson.UnmarshalOptions{RecursionLimit: MaxDepth - r.depth}
-	if err := opts.Unmarshal(r.data[start:end], m); err != nil {
+	if err := opts.Unmarshal(value, m); err != nil {
 		if r.err == nil {
 			r.err = &Error{Offset: start, Msg: err.Error(), Err: err}
 		}

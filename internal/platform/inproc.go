@@ -3,6 +3,7 @@ package platform
 import (
 	"context"
 	"net"
+	"reflect"
 	"sync"
 
 	"google.golang.org/grpc"
@@ -57,8 +58,43 @@ func (inprocAddr) String() string  { return "inproc" }
 
 var _ net.Addr = inprocAddr{}
 
-// Invoke implements grpc.ClientConnInterface.
+// Invoke implements grpc.ClientConnInterface. The handler gets a copy of
+// args and the caller a copy of the answer, as across a network: either
+// side may keep or change its message afterwards.
 func (c *Channel) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
+	return c.invoke(ctx, method, args, reply, false, opts)
+}
+
+// Handoff returns a view of the channel for a caller that gives its request
+// up when it calls and only reads the answer: the REST gateway, whose
+// messages live for one HTTP request. The handler takes the request and the
+// caller the answer by moving their fields (sub-messages and lists
+// included) instead of copying them; everything else is as on c.
+func (c *Channel) Handoff() grpc.ClientConnInterface { return handoff{c} }
+
+type handoff struct{ c *Channel }
+
+func (h handoff) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
+	return h.c.invoke(ctx, method, args, reply, true, opts)
+}
+
+func (h handoff) NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	return h.c.NewStream(ctx, desc, method, opts...)
+}
+
+// moveMessage makes dst hold what src holds by taking over its fields,
+// without copying sub-messages or lists; src must not be used afterwards.
+// It reports false when the two are not the same message type.
+func moveMessage(dst, src proto.Message) bool {
+	dv, sv := reflect.ValueOf(dst), reflect.ValueOf(src)
+	if dv.Type() != sv.Type() || dv.Kind() != reflect.Pointer || dv.IsNil() || sv.IsNil() || dv.Pointer() == sv.Pointer() {
+		return false
+	}
+	dv.Elem().Set(sv.Elem())
+	return true
+}
+
+func (c *Channel) invoke(ctx context.Context, method string, args, reply any, move bool, opts []grpc.CallOption) error {
 	c.mu.RLock()
 	h, ok := c.handlers[method]
 	c.mu.RUnlock()
@@ -80,7 +116,9 @@ func (c *Channel) Invoke(ctx context.Context, method string, args, reply any, op
 	st := &inprocStream{method: method}
 	sctx = grpc.NewContextWithServerTransportStream(sctx, st)
 	dec := func(m any) error {
-		proto.Merge(m.(proto.Message), in)
+		if !move || !moveMessage(m.(proto.Message), in) {
+			proto.Merge(m.(proto.Message), in)
+		}
 		return nil
 	}
 	resp, err := h.desc.Handler(h.impl, sctx, dec, c.unary)
@@ -99,8 +137,10 @@ func (c *Channel) Invoke(ctx context.Context, method string, args, reply any, op
 	if !ok {
 		return status.Errorf(codes.Internal, "in-process call %s answered %T", method, resp)
 	}
-	proto.Reset(out)
-	proto.Merge(out, rm)
+	if !move || !moveMessage(out, rm) {
+		proto.Reset(out)
+		proto.Merge(out, rm)
+	}
 	return nil
 }
 

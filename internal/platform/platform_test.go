@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
+	"google.golang.org/protobuf/proto"
 
 	integrationv1 "github.com/millrace/millrace/gen/go/millrace/integration/v1"
 	"github.com/millrace/millrace/internal/auth"
@@ -81,6 +82,7 @@ func newFixture(t *testing.T, ratePerSecond float64, burst int) *fixture {
 	// the two.
 	ch := platform.NewChannel(f.chain.Unary()[0], nil)
 	integrationv1.RegisterApiKeyServiceServer(platform.Registrars{srv, ch}, &edge.APIKeyServer{Keys: f.keys})
+	rest := ch.Handoff()
 	platform.MarkServing(srv, hs)
 	lis := bufconn.Listen(1 << 20)
 	go func() { _ = srv.Serve(lis) }()
@@ -93,7 +95,7 @@ func newFixture(t *testing.T, ratePerSecond float64, burst int) *fixture {
 	t.Cleanup(func() { f.conn.Close() })
 	conns := map[string]grpc.ClientConnInterface{}
 	for _, d := range []string{"customer", "productpricing", "fulfillment", "order", "integration"} {
-		conns[d] = ch
+		conns[d] = rest
 	}
 	h, err := platform.NewGateway(context.Background(), platform.GatewayConfig{Conns: conns, Metrics: f.metrics, OpenAPI: []byte(`{"swagger":"2.0"}`), Log: log,
 		Ready: func(context.Context) error { return nil }})
@@ -540,6 +542,66 @@ func TestChannelDoesNotForwardCallerCredentials(t *testing.T) {
 	_, _ = integrationv1.NewApiKeyServiceClient(probe).GetCallerIdentity(ctx, &integrationv1.GetCallerIdentityRequest{})
 	if len(seen) != 0 {
 		t.Fatalf("handler context carries the caller's outgoing metadata: %v", seen)
+	}
+}
+
+// keeper is an ApiKeyService whose VerifyApiKey keeps the request it got
+// and answers with a message it keeps too, then changes both: what a
+// handler may do with its own messages.
+type keeper struct {
+	integrationv1.UnimplementedApiKeyServiceServer
+	got    *integrationv1.VerifyApiKeyRequest
+	answer *integrationv1.VerifyApiKeyResponse
+}
+
+func (k *keeper) VerifyApiKey(_ context.Context, req *integrationv1.VerifyApiKeyRequest) (*integrationv1.VerifyApiKeyResponse, error) {
+	k.got = req
+	k.answer = &integrationv1.VerifyApiKeyResponse{ApiKey: &integrationv1.ApiKey{Id: "key_1", DisplayName: "erp"}}
+	return k.answer, nil
+}
+
+// TestChannelCopiesUnlessHandedOff: through the channel, caller and handler
+// each own their messages, as across a network; through its Handoff view
+// (the REST gateway's) the request and the answer move without a copy.
+func TestChannelCopiesUnlessHandedOff(t *testing.T) {
+	pass := func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		return h(ctx, req)
+	}
+	k := &keeper{}
+	ch := platform.NewChannel(pass, nil)
+	integrationv1.RegisterApiKeyServiceServer(ch, k)
+	ctx := context.Background()
+
+	req := &integrationv1.VerifyApiKeyRequest{Secret: "mr_key_1_abc"}
+	resp, err := integrationv1.NewApiKeyServiceClient(ch).VerifyApiKey(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k.got == req || k.got.GetSecret() != req.GetSecret() {
+		t.Fatalf("the handler got %p %v, want a copy of %p", k.got, k.got, req)
+	}
+	if resp.GetApiKey() == k.answer.GetApiKey() || resp.GetApiKey().GetDisplayName() != "erp" {
+		t.Fatal("the caller's answer shares the handler's sub-message")
+	}
+	k.answer.ApiKey.DisplayName = "changed by the handler"
+	k.got.Secret = "changed by the handler"
+	if resp.GetApiKey().GetDisplayName() != "erp" || req.GetSecret() != "mr_key_1_abc" {
+		t.Fatal("a change on one side reached the other")
+	}
+
+	req = &integrationv1.VerifyApiKeyRequest{Secret: "mr_key_1_def"}
+	resp, err = integrationv1.NewApiKeyServiceClient(ch.Handoff()).VerifyApiKey(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k.got.GetSecret() != "mr_key_1_def" || resp.GetApiKey().GetDisplayName() != "erp" {
+		t.Fatalf("handed off: handler got %v, caller got %v", k.got, resp)
+	}
+	if resp.GetApiKey() != k.answer.GetApiKey() {
+		t.Fatal("the handed-off answer was copied, not moved")
+	}
+	if !proto.Equal(resp, k.answer) {
+		t.Fatalf("handed-off answer %v, want %v", resp, k.answer)
 	}
 }
 

@@ -38,7 +38,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if err != nil {
 			return err
 		}
-		return serve(ctx, cfg, specs, stdout, stderr)
+		return serve(ctx, cfg, specs, TuneGC(getenv), stdout, stderr)
 	case "backup":
 		return backup(ctx, args[1:], getenv, stdout, stderr)
 	case "version":

@@ -93,8 +93,9 @@ type node struct {
 	started     chan struct{} // closed once serving, when non-nil (tests)
 }
 
-func serve(ctx context.Context, cfg *serveConfig, specs []flagSpec, stdout, stderr io.Writer) error {
+func serve(ctx context.Context, cfg *serveConfig, specs []flagSpec, gc string, stdout, stderr io.Writer) error {
 	printConfig(stdout, specs)
+	fmt.Fprintf(stdout, "  %-24s %s\n", "garbage collector", gc)
 	n, err := newNode(cfg, newLogger(cfg.LogLevel, stderr), stdout)
 	if err != nil {
 		return err

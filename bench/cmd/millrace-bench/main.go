@@ -30,6 +30,7 @@ import (
 	"github.com/millrace/millrace/bench/harness"
 	"github.com/millrace/millrace/bench/millrace" // registers the Millrace scenarios; runs the one-shots
 	"github.com/millrace/millrace/bench/scenarios"
+	"github.com/millrace/millrace/internal/app"
 )
 
 func main() {
@@ -166,8 +167,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stderr, "millrace-bench: duration=%s warmup=%s concurrency=%d only=%q json=%q dir=%q GOMAXPROCS=%d %s\n",
-		cfg.Duration, cfg.Warmup, cfg.Concurrency, cfg.Only, cfg.JSON, cfg.Dir, runtime.GOMAXPROCS(0), runtime.Version())
+	// The whole run, ceilings included, uses the garbage collector setting
+	// millrace serve uses, so that every ratio compares like with like.
+	gc := app.TuneGC(os.Getenv)
+	fmt.Fprintf(stderr, "millrace-bench: duration=%s warmup=%s concurrency=%d only=%q json=%q dir=%q GOMAXPROCS=%d %s; garbage collector: %s\n",
+		cfg.Duration, cfg.Warmup, cfg.Concurrency, cfg.Only, cfg.JSON, cfg.Dir, runtime.GOMAXPROCS(0), runtime.Version(), gc)
 
 	if cfg.Loads || cfg.Scale || cfg.OrderScale || cfg.Events {
 		return runOneShots(ctx, cfg, stdout, stderr)

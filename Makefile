@@ -9,6 +9,7 @@ BUF_VERSION                := 1.75.0
 PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 GRPC_GATEWAY_VERSION       := v2.33.0
+VTPROTO_VERSION            := v0.6.1-0.20240319094008-0393e58bdf10
 
 TOOLS   := $(CURDIR)/.tools
 TOOLBIN := $(TOOLS)/bin
@@ -23,7 +24,7 @@ help: ## Show the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
 
 .PHONY: tools
-tools: $(BUF) $(TOOLBIN)/protoc-gen-go $(TOOLBIN)/protoc-gen-go-grpc $(TOOLBIN)/protoc-gen-grpc-gateway $(TOOLBIN)/protoc-gen-openapiv2 $(TOOLBIN)/protoc-gen-go-json ## Install the pinned buf and protoc plugins into .tools/
+tools: $(BUF) $(TOOLBIN)/protoc-gen-go $(TOOLBIN)/protoc-gen-go-grpc $(TOOLBIN)/protoc-gen-grpc-gateway $(TOOLBIN)/protoc-gen-openapiv2 $(TOOLBIN)/protoc-gen-go-json $(TOOLBIN)/protoc-gen-go-vtproto ## Install the pinned buf and protoc plugins into .tools/
 
 $(BUF):
 	@mkdir -p $(TOOLBIN)
@@ -44,6 +45,8 @@ $(TOOLBIN)/protoc-gen-grpc-gateway:
 	GOBIN=$(TOOLBIN) go install github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-grpc-gateway@$(GRPC_GATEWAY_VERSION)
 $(TOOLBIN)/protoc-gen-openapiv2:
 	GOBIN=$(TOOLBIN) go install github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-openapiv2@$(GRPC_GATEWAY_VERSION)
+$(TOOLBIN)/protoc-gen-go-vtproto:
+	GOBIN=$(TOOLBIN) go install github.com/planetscale/vtprotobuf/cmd/protoc-gen-go-vtproto@$(VTPROTO_VERSION)
 # Millrace's own plugin (the JSON codec of the REST edge), built from this
 # module whenever its source changes.
 $(TOOLBIN)/protoc-gen-go-json: $(filter-out %_test.go,$(wildcard cmd/protoc-gen-go-json/*.go)) go.mod

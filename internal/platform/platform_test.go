@@ -605,6 +605,21 @@ func TestChannelCopiesUnlessHandedOff(t *testing.T) {
 	}
 }
 
+// TestServerRefusesStringsThatAreNotUTF8: Millrace's clients write with
+// the generated marshaller, which does not check UTF-8; the server's
+// decoder does, so such a request never reaches a handler.
+func TestServerRefusesStringsThatAreNotUTF8(t *testing.T) {
+	f := newFixture(t, 0, 1)
+	client := integrationv1.NewApiKeyServiceClient(f.conn)
+	_, err := client.VerifyApiKey(withKey(context.Background(), f.admin), &integrationv1.VerifyApiKeyRequest{Secret: "mr_\xff\xfe"})
+	if err == nil || !strings.Contains(status.Convert(err).Message(), "UTF-8") {
+		t.Fatalf("a secret that is not UTF-8 gave %v, want the server to refuse it", err)
+	}
+	if _, err := client.ListApiKeys(withKey(context.Background(), f.admin), &integrationv1.ListApiKeysRequest{}); err != nil {
+		t.Fatalf("a valid request after it: %v", err)
+	}
+}
+
 // TestUnavailablePeerIs503: a REST call whose service cannot be reached is
 // answered 503 with a reason, never a bare 500.
 func TestUnavailablePeerIs503(t *testing.T) {

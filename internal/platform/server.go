@@ -30,6 +30,7 @@ func NewGRPCServer(chain *Chain, tlsConf *tls.Config) (*grpc.Server, *health.Ser
 		grpc.ChainStreamInterceptor(chain.Stream()...),
 		grpc.MaxRecvMsgSize(MaxMessageBytes),
 		grpc.NumStreamWorkers(StreamWorkers),
+		grpc.ForceServerCodecV2(ServerCodec),
 	}
 	if tlsConf != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(tlsConf)))

@@ -27,7 +27,7 @@ fi
 BASELINE=proto/baseline/millrace.binpb
 CHANGELOG=proto/CHANGELOG.md
 GEN_DIRS=(gen/go gen/openapi)
-PLUGINS=(protoc-gen-go protoc-gen-go-grpc protoc-gen-go-vtproto protoc-gen-grpc-gateway protoc-gen-openapiv2 protoc-gen-go-json)
+PLUGINS=(protoc-gen-go protoc-gen-go-grpc protoc-gen-go-vtproto protoc-gen-grpc-gateway protoc-gen-openapiv2 protoc-gen-go-json protoc-gen-go-validate)
 
 say() { printf 'contracts: %s\n' "$*"; }
 die() {

@@ -1,0 +1,152 @@
+package pbvalidate_test
+
+import (
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"slices"
+	"strings"
+	"testing"
+
+	"buf.build/go/protovalidate"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+
+	_ "github.com/millrace/millrace/gen/go/millrace/customer/v1"
+	_ "github.com/millrace/millrace/gen/go/millrace/events/v1"
+	_ "github.com/millrace/millrace/gen/go/millrace/fulfillment/v1"
+	_ "github.com/millrace/millrace/gen/go/millrace/integration/v1"
+	_ "github.com/millrace/millrace/gen/go/millrace/order/v1"
+	_ "github.com/millrace/millrace/gen/go/millrace/productpricing/v1"
+	_ "github.com/millrace/millrace/gen/go/millrace/type/v1"
+	"github.com/millrace/millrace/internal/pbvalidate"
+)
+
+// messageTypes returns every message of Millrace's contracts, by full name.
+func messageTypes() []protoreflect.MessageType {
+	var out []protoreflect.MessageType
+	protoregistry.GlobalTypes.RangeMessages(func(mt protoreflect.MessageType) bool {
+		if strings.HasPrefix(string(mt.Descriptor().FullName()), "millrace.") {
+			out = append(out, mt)
+		}
+		return true
+	})
+	slices.SortFunc(out, func(a, b protoreflect.MessageType) int {
+		return strings.Compare(string(a.Descriptor().FullName()), string(b.Descriptor().FullName()))
+	})
+	return out
+}
+
+func seedOf(s string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(s))
+	return h.Sum64()
+}
+
+// fromProtovalidate returns protovalidate's violations of m, in its order.
+func fromProtovalidate(t testing.TB, v protovalidate.Validator, m proto.Message) []pbvalidate.Violation {
+	t.Helper()
+	err := v.Validate(m)
+	if err == nil {
+		return nil
+	}
+	var ve *protovalidate.ValidationError
+	if !errors.As(err, &ve) {
+		t.Fatalf("protovalidate: %v", err)
+	}
+	out := make([]pbvalidate.Violation, 0, len(ve.Violations))
+	for _, viol := range ve.Violations {
+		out = append(out, pbvalidate.Violation{
+			Field:   protovalidate.FieldPathString(viol.Proto.GetField()),
+			RuleID:  viol.Proto.GetRuleId(),
+			Message: viol.Proto.GetMessage(),
+		})
+	}
+	return out
+}
+
+func generated(m proto.Message) []pbvalidate.Violation {
+	var vs pbvalidate.Violations
+	m.(pbvalidate.Validator).ValidateRules(&vs)
+	return vs.List
+}
+
+func format(vs []pbvalidate.Violation) string {
+	var b strings.Builder
+	for _, v := range vs {
+		fmt.Fprintf(&b, "\n  %s: %s: %s", v.Field, v.RuleID, v.Message)
+	}
+	return b.String()
+}
+
+// TestSameAsProtovalidate checks, on random messages of every type that has
+// a generated validator, that it reports exactly protovalidate's
+// violations, in protovalidate's order.
+func TestSameAsProtovalidate(t *testing.T) {
+	v, err := protovalidate.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rounds := 150
+	if testing.Short() {
+		rounds = 50
+	}
+	var covered, invalid int
+	rules := map[string]bool{}
+	for _, mt := range messageTypes() {
+		if _, ok := mt.New().Interface().(pbvalidate.Validator); !ok {
+			continue
+		}
+		covered++
+		name := string(mt.Descriptor().FullName())
+		t.Run(name, func(t *testing.T) {
+			f := newFiller(seedOf(name))
+			for i := range rounds {
+				m := mt.New()
+				if i > 0 { // round 0: the empty message
+					f.fill(m, 0)
+				}
+				want := fromProtovalidate(t, v, m.Interface())
+				got := generated(m.Interface())
+				if !slices.Equal(got, want) {
+					t.Fatalf("round %d: %v\ngenerated:%s\nprotovalidate:%s", i, m.Interface(), format(got), format(want))
+				}
+				if len(want) > 0 {
+					invalid++
+				}
+				for _, w := range want {
+					rules[w.RuleID] = true
+				}
+			}
+		})
+	}
+	if covered < 100 {
+		t.Errorf("only %d messages have generated validators", covered)
+	}
+	t.Logf("%d message types, %d invalid messages, rules seen: %v", covered, invalid, sortedKeys(rules))
+	for _, r := range []string{"required", "string.min_len", "string.max_len", "string.pattern", "string.uri", "string.uri_empty", "int32.gte_lte", "enum.defined_only", "repeated.min_items", "repeated.max_items"} {
+		if !rules[r] && !testing.Short() {
+			t.Errorf("no random message broke %s", r)
+		}
+	}
+}
+
+func sortedKeys(m map[string]bool) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestEveryMessageHasAValidator lists the contract messages that fall back
+// to protovalidate; today there are none.
+func TestEveryMessageHasAValidator(t *testing.T) {
+	for _, mt := range messageTypes() {
+		if _, ok := mt.New().Interface().(pbvalidate.Validator); !ok {
+			t.Errorf("%s has no generated validator (see the comment in its .pb.validate.go)", mt.Descriptor().FullName())
+		}
+	}
+}

@@ -43,7 +43,7 @@ func generate(p *protogen.Plugin, runtime protogen.GoImportPath) error {
 		if len(fg.patterns) > 0 {
 			g.P("var (")
 			for _, pt := range fg.patterns {
-				g.P(pt.name, " = ", g.QualifiedGoIdent(protogen.GoImportPath("regexp").Ident("MustCompile")), "(", strconv.Quote(pt.expr), ")")
+				g.P(pt.name, " = ", fg.rtIdent("MustCompile"), "(", strconv.Quote(pt.expr), ")")
 			}
 			g.P(")")
 		}
@@ -230,6 +230,8 @@ func fieldReason(fd protoreflect.FieldDescriptor, r *validate.FieldRules) string
 			why = repeatedReason(fd, r.GetRepeated())
 		case fd.IsList():
 			why = "rule " + string(name) + " on a repeated field"
+		case rf.IsList() || rf.Message() == nil:
+			why = "rule " + string(name)
 		default:
 			why = scalarReason(fd, rf, v.Message())
 		}
@@ -253,7 +255,11 @@ func repeatedReason(fd protoreflect.FieldDescriptor, r *validate.RepeatedRules) 
 				why = "unknown item rule fields"
 			}
 			im.Range(func(irf protoreflect.FieldDescriptor, iv protoreflect.Value) bool {
-				why = scalarReason(fd, irf, iv.Message())
+				if irf.IsList() || irf.Message() == nil {
+					why = "item rule " + string(irf.Name())
+				} else {
+					why = scalarReason(fd, irf, iv.Message())
+				}
 				return why == ""
 			})
 		default:
@@ -274,9 +280,6 @@ func scalarReason(fd protoreflect.FieldDescriptor, rf protoreflect.FieldDescript
 	}[fd.Kind()]
 	names, ok := allowed[rf.Name()]
 	if !ok {
-		return "rule " + string(rf.Name())
-	}
-	if rf.Message() == nil {
 		return "rule " + string(rf.Name())
 	}
 	if len(rules.GetUnknown()) > 0 {

@@ -5,6 +5,9 @@
 // beside each <name>.pb.go; the methods run on the package
 // internal/pbvalidate.
 //
+// Patterns are compiled at package init to a DFA for ASCII input
+// (pbvalidate.Pattern), which matches as package regexp does.
+//
 // It understands required; string len, min_len, max_len, pattern, in,
 // not_in and uri; int32 gt, gte, lt, lte, in and not_in; enum defined_only,
 // in and not_in; repeated min_items, max_items and items with those scalar

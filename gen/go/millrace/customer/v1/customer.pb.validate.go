@@ -5,7 +5,6 @@ package customerv1
 
 import (
 	pbvalidate "github.com/millrace/millrace/internal/pbvalidate"
-	regexp "regexp"
 	utf8 "unicode/utf8"
 )
 
@@ -715,9 +714,9 @@ func (x *ReleaseCreditResponse) ValidateRules(v *pbvalidate.Violations) {
 }
 
 var (
-	pattern_Customer_Region       = regexp.MustCompile("^[a-z][a-z0-9-]{1,31}$")
-	pattern_Customer_Tier         = regexp.MustCompile("^([a-z][a-z0-9_-]{0,31})?$")
-	pattern_Customer_Email        = regexp.MustCompile("^([^@\\s]+@[^@\\s]+\\.[^@\\s]+)?$")
-	pattern_Customer_CurrencyCode = regexp.MustCompile("^([A-Z]{3})?$")
-	pattern_Customer_PaymentTerms = regexp.MustCompile("^([A-Z0-9_]{1,16})?$")
+	pattern_Customer_Region       = pbvalidate.MustCompile("^[a-z][a-z0-9-]{1,31}$")
+	pattern_Customer_Tier         = pbvalidate.MustCompile("^([a-z][a-z0-9_-]{0,31})?$")
+	pattern_Customer_Email        = pbvalidate.MustCompile("^([^@\\s]+@[^@\\s]+\\.[^@\\s]+)?$")
+	pattern_Customer_CurrencyCode = pbvalidate.MustCompile("^([A-Z]{3})?$")
+	pattern_Customer_PaymentTerms = pbvalidate.MustCompile("^([A-Z0-9_]{1,16})?$")
 )

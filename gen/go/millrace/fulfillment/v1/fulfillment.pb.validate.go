@@ -5,7 +5,6 @@ package fulfillmentv1
 
 import (
 	pbvalidate "github.com/millrace/millrace/internal/pbvalidate"
-	regexp "regexp"
 	utf8 "unicode/utf8"
 )
 
@@ -1511,11 +1510,11 @@ func (x *ReceiveReturnResponse) ValidateRules(v *pbvalidate.Violations) {
 }
 
 var (
-	pattern_TransitTime_Region                    = regexp.MustCompile("^[a-z][a-z0-9-]{1,31}$")
-	pattern_Site_Id                               = regexp.MustCompile("^[a-z0-9][a-z0-9-]{0,63}$")
-	pattern_Site_Region                           = regexp.MustCompile("^[a-z][a-z0-9-]{1,31}$")
-	pattern_AdjustInventoryRequest_Delta          = regexp.MustCompile("^-?(0|[1-9][0-9]{0,11})(\\.[0-9]{1,6})?$")
-	pattern_AdjustInventoryRequest_Unit           = regexp.MustCompile("^[A-Z][A-Z0-9_]{0,15}$")
-	pattern_CheckAvailabilityRequest_ShipToRegion = regexp.MustCompile("^[a-z][a-z0-9-]{1,31}$")
-	pattern_CreateReservationRequest_ShipToRegion = regexp.MustCompile("^[a-z][a-z0-9-]{1,31}$")
+	pattern_TransitTime_Region                    = pbvalidate.MustCompile("^[a-z][a-z0-9-]{1,31}$")
+	pattern_Site_Id                               = pbvalidate.MustCompile("^[a-z0-9][a-z0-9-]{0,63}$")
+	pattern_Site_Region                           = pbvalidate.MustCompile("^[a-z][a-z0-9-]{1,31}$")
+	pattern_AdjustInventoryRequest_Delta          = pbvalidate.MustCompile("^-?(0|[1-9][0-9]{0,11})(\\.[0-9]{1,6})?$")
+	pattern_AdjustInventoryRequest_Unit           = pbvalidate.MustCompile("^[A-Z][A-Z0-9_]{0,15}$")
+	pattern_CheckAvailabilityRequest_ShipToRegion = pbvalidate.MustCompile("^[a-z][a-z0-9-]{1,31}$")
+	pattern_CreateReservationRequest_ShipToRegion = pbvalidate.MustCompile("^[a-z][a-z0-9-]{1,31}$")
 )

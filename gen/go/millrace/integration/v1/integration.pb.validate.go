@@ -5,7 +5,6 @@ package integrationv1
 
 import (
 	pbvalidate "github.com/millrace/millrace/internal/pbvalidate"
-	regexp "regexp"
 	utf8 "unicode/utf8"
 )
 
@@ -824,8 +823,8 @@ func (x *BackupResponse) ValidateRules(v *pbvalidate.Violations) {
 }
 
 var (
-	pattern_ApiKey_Region            = regexp.MustCompile("^([a-z][a-z0-9-]{1,31})?$")
-	pattern_Subscription_EventTypes  = regexp.MustCompile("^[A-Za-z0-9._]{1,200}\\*?$")
-	pattern_ListEventsRequest_Types  = regexp.MustCompile("^[A-Za-z0-9._]{1,200}\\*?$")
-	pattern_WatchEventsRequest_Types = regexp.MustCompile("^[A-Za-z0-9._]{1,200}\\*?$")
+	pattern_ApiKey_Region            = pbvalidate.MustCompile("^([a-z][a-z0-9-]{1,31})?$")
+	pattern_Subscription_EventTypes  = pbvalidate.MustCompile("^[A-Za-z0-9._]{1,200}\\*?$")
+	pattern_ListEventsRequest_Types  = pbvalidate.MustCompile("^[A-Za-z0-9._]{1,200}\\*?$")
+	pattern_WatchEventsRequest_Types = pbvalidate.MustCompile("^[A-Za-z0-9._]{1,200}\\*?$")
 )

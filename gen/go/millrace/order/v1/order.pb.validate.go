@@ -5,7 +5,6 @@ package orderv1
 
 import (
 	pbvalidate "github.com/millrace/millrace/internal/pbvalidate"
-	regexp "regexp"
 	utf8 "unicode/utf8"
 )
 
@@ -771,8 +770,8 @@ func (x *GetOrderTimelineResponse) ValidateRules(v *pbvalidate.Violations) {
 }
 
 var (
-	pattern_Quote_CurrencyCode = regexp.MustCompile("^[A-Z]{3}$")
-	pattern_Quote_ShipToRegion = regexp.MustCompile("^[a-z][a-z0-9-]{1,31}$")
-	pattern_Order_CurrencyCode = regexp.MustCompile("^[A-Z]{3}$")
-	pattern_Order_ShipToRegion = regexp.MustCompile("^[a-z][a-z0-9-]{1,31}$")
+	pattern_Quote_CurrencyCode = pbvalidate.MustCompile("^[A-Z]{3}$")
+	pattern_Quote_ShipToRegion = pbvalidate.MustCompile("^[a-z][a-z0-9-]{1,31}$")
+	pattern_Order_CurrencyCode = pbvalidate.MustCompile("^[A-Z]{3}$")
+	pattern_Order_ShipToRegion = pbvalidate.MustCompile("^[a-z][a-z0-9-]{1,31}$")
 )

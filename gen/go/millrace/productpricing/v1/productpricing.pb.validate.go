@@ -5,7 +5,6 @@ package productpricingv1
 
 import (
 	pbvalidate "github.com/millrace/millrace/internal/pbvalidate"
-	regexp "regexp"
 	utf8 "unicode/utf8"
 )
 
@@ -862,19 +861,19 @@ func (x *SimulatePricesResponse) ValidateRules(v *pbvalidate.Violations) {
 }
 
 var (
-	pattern_UnitConversion_Unit                = regexp.MustCompile("^[A-Z][A-Z0-9_]{0,15}$")
-	pattern_UnitConversion_Factor              = regexp.MustCompile("^(0|[1-9][0-9]{0,11})(\\.[0-9]{1,9})?$")
-	pattern_UnitConversion_PerUnit             = regexp.MustCompile("^[A-Z][A-Z0-9_]{0,15}$")
-	pattern_Product_Sku                        = regexp.MustCompile("^[A-Z0-9][A-Z0-9._-]{0,63}$")
-	pattern_Product_BaseUnit                   = regexp.MustCompile("^[A-Z][A-Z0-9_]{0,15}$")
-	pattern_ConvertQuantityRequest_ToUnit      = regexp.MustCompile("^[A-Z][A-Z0-9_]{0,15}$")
-	pattern_QuantityBreak_MinQuantity          = regexp.MustCompile("^(0|[1-9][0-9]{0,11})(\\.[0-9]{1,6})?$")
-	pattern_QuantityBreak_UnitPrice            = regexp.MustCompile("^(0|[1-9][0-9]{0,14})(\\.[0-9]{1,6})?$")
-	pattern_PriceEntry_Unit                    = regexp.MustCompile("^[A-Z][A-Z0-9_]{0,15}$")
-	pattern_PriceEntry_UnitPrice               = regexp.MustCompile("^(0|[1-9][0-9]{0,14})(\\.[0-9]{1,6})?$")
-	pattern_PriceList_CurrencyCode             = regexp.MustCompile("^[A-Z]{3}$")
-	pattern_PriceList_Region                   = regexp.MustCompile("^([a-z][a-z0-9-]{1,31})?$")
-	pattern_PriceList_CustomerTier             = regexp.MustCompile("^([a-z][a-z0-9_-]{0,31})?$")
-	pattern_ListPriceListsRequest_CurrencyCode = regexp.MustCompile("^([A-Z]{3})?$")
-	pattern_SimulatePricesRequest_CurrencyCode = regexp.MustCompile("^[A-Z]{3}$")
+	pattern_UnitConversion_Unit                = pbvalidate.MustCompile("^[A-Z][A-Z0-9_]{0,15}$")
+	pattern_UnitConversion_Factor              = pbvalidate.MustCompile("^(0|[1-9][0-9]{0,11})(\\.[0-9]{1,9})?$")
+	pattern_UnitConversion_PerUnit             = pbvalidate.MustCompile("^[A-Z][A-Z0-9_]{0,15}$")
+	pattern_Product_Sku                        = pbvalidate.MustCompile("^[A-Z0-9][A-Z0-9._-]{0,63}$")
+	pattern_Product_BaseUnit                   = pbvalidate.MustCompile("^[A-Z][A-Z0-9_]{0,15}$")
+	pattern_ConvertQuantityRequest_ToUnit      = pbvalidate.MustCompile("^[A-Z][A-Z0-9_]{0,15}$")
+	pattern_QuantityBreak_MinQuantity          = pbvalidate.MustCompile("^(0|[1-9][0-9]{0,11})(\\.[0-9]{1,6})?$")
+	pattern_QuantityBreak_UnitPrice            = pbvalidate.MustCompile("^(0|[1-9][0-9]{0,14})(\\.[0-9]{1,6})?$")
+	pattern_PriceEntry_Unit                    = pbvalidate.MustCompile("^[A-Z][A-Z0-9_]{0,15}$")
+	pattern_PriceEntry_UnitPrice               = pbvalidate.MustCompile("^(0|[1-9][0-9]{0,14})(\\.[0-9]{1,6})?$")
+	pattern_PriceList_CurrencyCode             = pbvalidate.MustCompile("^[A-Z]{3}$")
+	pattern_PriceList_Region                   = pbvalidate.MustCompile("^([a-z][a-z0-9-]{1,31})?$")
+	pattern_PriceList_CustomerTier             = pbvalidate.MustCompile("^([a-z][a-z0-9_-]{0,31})?$")
+	pattern_ListPriceListsRequest_CurrencyCode = pbvalidate.MustCompile("^([A-Z]{3})?$")
+	pattern_SimulatePricesRequest_CurrencyCode = pbvalidate.MustCompile("^[A-Z]{3}$")
 )

@@ -5,7 +5,6 @@ package typev1
 
 import (
 	pbvalidate "github.com/millrace/millrace/internal/pbvalidate"
-	regexp "regexp"
 	utf8 "unicode/utf8"
 )
 
@@ -129,10 +128,10 @@ func (x *Address) ValidateRules(v *pbvalidate.Violations) {
 }
 
 var (
-	pattern_Money_CurrencyCode  = regexp.MustCompile("^[A-Z]{3}$")
-	pattern_Money_Amount        = regexp.MustCompile("^-?(0|[1-9][0-9]{0,14})(\\.[0-9]{1,6})?$")
-	pattern_Quantity_Value      = regexp.MustCompile("^(0|[1-9][0-9]{0,11})(\\.[0-9]{1,6})?$")
-	pattern_Quantity_Unit       = regexp.MustCompile("^[A-Z][A-Z0-9_]{0,15}$")
-	pattern_ExternalRef_System  = regexp.MustCompile("^[a-z][a-z0-9_-]{1,31}$")
-	pattern_Address_CountryCode = regexp.MustCompile("^([A-Z]{2})?$")
+	pattern_Money_CurrencyCode  = pbvalidate.MustCompile("^[A-Z]{3}$")
+	pattern_Money_Amount        = pbvalidate.MustCompile("^-?(0|[1-9][0-9]{0,14})(\\.[0-9]{1,6})?$")
+	pattern_Quantity_Value      = pbvalidate.MustCompile("^(0|[1-9][0-9]{0,11})(\\.[0-9]{1,6})?$")
+	pattern_Quantity_Unit       = pbvalidate.MustCompile("^[A-Z][A-Z0-9_]{0,15}$")
+	pattern_ExternalRef_System  = pbvalidate.MustCompile("^[a-z][a-z0-9_-]{1,31}$")
+	pattern_Address_CountryCode = pbvalidate.MustCompile("^([A-Z]{2})?$")
 )

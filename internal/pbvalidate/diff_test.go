@@ -21,9 +21,13 @@ import (
 	_ "github.com/millrace/millrace/gen/go/millrace/productpricing/v1"
 	_ "github.com/millrace/millrace/gen/go/millrace/type/v1"
 	"github.com/millrace/millrace/internal/pbvalidate"
+	"github.com/millrace/millrace/internal/pbvalidate/testpb"
 )
 
-// messageTypes returns every message of Millrace's contracts, by full name.
+const testPackage = "millrace.pbvalidatetest.v1."
+
+// messageTypes returns every message of Millrace's contracts and of the
+// validators' test messages, by full name.
 func messageTypes() []protoreflect.MessageType {
 	var out []protoreflect.MessageType
 	protoregistry.GlobalTypes.RangeMessages(func(mt protoreflect.MessageType) bool {
@@ -125,7 +129,11 @@ func TestSameAsProtovalidate(t *testing.T) {
 		t.Errorf("only %d messages have generated validators", covered)
 	}
 	t.Logf("%d message types, %d invalid messages, rules seen: %v", covered, invalid, sortedKeys(rules))
-	for _, r := range []string{"required", "string.min_len", "string.max_len", "string.pattern", "string.uri", "string.uri_empty", "int32.gte_lte", "enum.defined_only", "repeated.min_items", "repeated.max_items"} {
+	for _, r := range []string{
+		"required", "string.len", "string.min_len", "string.max_len", "string.pattern", "string.in", "string.not_in", "string.uri", "string.uri_empty",
+		"int32.gt", "int32.lt", "int32.gte", "int32.lte", "int32.gt_lt", "int32.gte_lte", "int32.gte_lt_exclusive", "int32.in", "int32.not_in",
+		"enum.defined_only", "enum.in", "enum.not_in", "repeated.min_items", "repeated.max_items",
+	} {
 		if !rules[r] && !testing.Short() {
 			t.Errorf("no random message broke %s", r)
 		}
@@ -141,12 +149,66 @@ func sortedKeys(m map[string]bool) []string {
 	return out
 }
 
-// TestEveryMessageHasAValidator lists the contract messages that fall back
-// to protovalidate; today there are none.
-func TestEveryMessageHasAValidator(t *testing.T) {
+// TestWhoHasAValidator checks that every contract message has a generated
+// validator (none has a rule the generator leaves to protovalidate today),
+// and that the test messages with such rules, and those holding them, have
+// none.
+func TestWhoHasAValidator(t *testing.T) {
+	fallback := map[string]bool{
+		testPackage + "Celled":      true,
+		testPackage + "HoldsCelled": true,
+		testPackage + "Unique":      true,
+	}
 	for _, mt := range messageTypes() {
-		if _, ok := mt.New().Interface().(pbvalidate.Validator); !ok {
-			t.Errorf("%s has no generated validator (see the comment in its .pb.validate.go)", mt.Descriptor().FullName())
+		name := string(mt.Descriptor().FullName())
+		if _, ok := mt.New().Interface().(pbvalidate.Validator); ok == fallback[name] {
+			t.Errorf("%s: has a generated validator %v, want %v (see the comment in its .pb.validate.go)", name, ok, !fallback[name])
 		}
+	}
+}
+
+// TestProtoSemantics pins, on the test messages, the cases where the order
+// or the presence of a field decides the answer.
+func TestProtoSemantics(t *testing.T) {
+	v, err := protovalidate.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		msg  proto.Message
+		want []string // "field rule"
+	}{
+		{"unset optional fields are skipped, implicit ones checked", &testpb.Scalars{},
+			[]string{"opt_required required", "required required", "exact string.len", "in string.in", "not_in string.not_in", "uri string.uri_empty",
+				"all string.min_len", "all string.pattern", "all string.in", "gt int32.gt", "gt_lt int32.gt_lt", "exclusive int32.gte_lt_exclusive", "int_in int32.in", "int_not_in int32.not_in", "required_int required"}},
+		{"set optional fields are checked, even when zero", &testpb.Scalars{Opt: proto.String(""), OptInt: proto.Int32(0), OptKind: testpb.Kind(7).Enum()},
+			[]string{"opt string.min_len", "opt_required required", "required required", "exact string.len", "in string.in", "not_in string.not_in", "uri string.uri_empty",
+				"all string.min_len", "all string.pattern", "all string.in", "gt int32.gt", "gt_lt int32.gt_lt", "exclusive int32.gte_lt_exclusive", "int_in int32.in", "int_not_in int32.not_in",
+				"opt_int int32.gte_lte", "required_int required", "opt_kind enum.defined_only"}},
+		{"list rules, then items in order, then nested messages", &testpb.Lists{
+			Tags:    []string{"ok", "", "Bad", "ok"},
+			Kinds:   []testpb.Kind{1, 2, 3},
+			Scalars: []*testpb.Scalars{{}, {}, {}},
+		}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			want := fromProtovalidate(t, v, tt.msg)
+			got := generated(tt.msg)
+			if !slices.Equal(got, want) {
+				t.Fatalf("generated:%s\nprotovalidate:%s", format(got), format(want))
+			}
+			if tt.want == nil {
+				return
+			}
+			var short []string
+			for _, w := range want {
+				short = append(short, w.Field+" "+w.RuleID)
+			}
+			if !slices.Equal(short, tt.want) {
+				t.Errorf("protovalidate reports %q, the test expects %q", short, tt.want)
+			}
+		})
 	}
 }

@@ -16,6 +16,7 @@ import (
 
 	customerv1 "github.com/millrace/millrace/gen/go/millrace/customer/v1"
 	"github.com/millrace/millrace/internal/apierr"
+	"github.com/millrace/millrace/internal/pbvalidate"
 )
 
 var (
@@ -36,12 +37,25 @@ var PerItem = map[string]bool{
 	customerv1.CustomerService_BatchUpsertCustomers_FullMethodName: true,
 }
 
+// pool holds the violation lists of generated validators between requests.
+var pool = sync.Pool{New: func() any { return new(pbvalidate.Violations) }}
+
 // Check validates msg against its contract rules.
 func Check(msg proto.Message) error { return CheckAt("", msg) }
 
 // CheckAt validates msg and prefixes every field path with prefix, for
 // items of a batch ("items[3]").
 func CheckAt(prefix string, msg proto.Message) error {
+	// The generated validator reports what protovalidate reports, several
+	// times faster; it cannot follow an update's field mask, and messages
+	// with rules it does not handle have none.
+	if gen, ok := msg.(pbvalidate.Validator); ok && updateFilter(msg) == nil {
+		return checkGenerated(prefix, msg, gen)
+	}
+	return checkProtovalidate(prefix, msg)
+}
+
+func checkProtovalidate(prefix string, msg proto.Message) error {
 	v, err := get()
 	if err != nil {
 		return fmt.Errorf("set up validation: %w", err)
@@ -62,18 +76,39 @@ func CheckAt(prefix string, msg proto.Message) error {
 	}
 	violations := make([]apierr.FieldViolation, 0, len(ve.Violations))
 	for _, viol := range ve.Violations {
-		field := protovalidate.FieldPathString(viol.Proto.GetField())
-		switch {
-		case prefix != "" && field != "":
-			field = prefix + "." + field
-		case prefix != "":
-			field = prefix
-		case field == "":
-			field = string(msg.ProtoReflect().Descriptor().Name())
-		}
+		field := fieldOf(prefix, protovalidate.FieldPathString(viol.Proto.GetField()), msg)
 		violations = append(violations, apierr.FieldViolation{Field: field, Description: viol.Proto.GetMessage()})
 	}
 	return apierr.InvalidFields(violations...)
+}
+
+func checkGenerated(prefix string, msg proto.Message, gen pbvalidate.Validator) error {
+	vs := pool.Get().(*pbvalidate.Violations)
+	defer pool.Put(vs)
+	vs.Reset()
+	gen.ValidateRules(vs)
+	if len(vs.List) == 0 {
+		return nil
+	}
+	violations := make([]apierr.FieldViolation, 0, len(vs.List))
+	for _, viol := range vs.List {
+		violations = append(violations, apierr.FieldViolation{Field: fieldOf(prefix, viol.Field, msg), Description: viol.Message})
+	}
+	return apierr.InvalidFields(violations...)
+}
+
+// fieldOf names a violated field in the answer: its path under prefix, or
+// the message's name for a rule on the message itself.
+func fieldOf(prefix, field string, msg proto.Message) string {
+	switch {
+	case prefix != "" && field != "":
+		return prefix + "." + field
+	case prefix != "":
+		return prefix
+	case field == "":
+		return string(msg.ProtoReflect().Descriptor().Name())
+	}
+	return field
 }
 
 // updateFilter makes validation of an update request follow its field

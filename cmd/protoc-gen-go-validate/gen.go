@@ -135,8 +135,8 @@ func newAnalysis(p *protogen.Plugin) *analysis {
 				case a.reason[rn] != "":
 					r = fmt.Sprintf("field %s holds %s, which has none", fd.Name(), rn)
 				case !a.nontrivial[rn]:
-				case fd.IsMap():
-					r = fmt.Sprintf("map field %s has values with rules", fd.Name())
+				case fd.IsMap() && mapKeyMethod(fd.MapKey().Kind()) == "":
+					r = fmt.Sprintf("map field %s has keys of kind %s", fd.Name(), fd.MapKey().Kind())
 				case fd.ContainingOneof() != nil && !fd.ContainingOneof().IsSynthetic():
 					r = fmt.Sprintf("oneof field %s holds a message with rules", fd.Name())
 				case !a.inRun[rn]:
@@ -325,7 +325,7 @@ func (fg *fileGen) message(m *protogen.Message) {
 	g.P("// ", m.GoIdent.GoName, " and of the messages it holds, as protovalidate reports them.")
 	g.P("func (x *", m.GoIdent, ") ValidateRules(v *", fg.rtIdent("Violations"), ") {")
 	g.P("if x == nil {")
-	g.P("return")
+	g.P("x = &", m.GoIdent, "{} // as protovalidate, which reads a nil message as an empty one")
 	g.P("}")
 	for _, f := range m.Fields {
 		fg.field(m, f)
@@ -343,7 +343,7 @@ func (fg *fileGen) field(m *protogen.Message, f *protogen.Field) {
 	rules := fieldRules(fd)
 	ref := refMessage(fd)
 	deep := ref != nil && fg.a.nontrivial[ref.FullName()]
-	if rules == nil && !deep || fd.IsMap() {
+	if rules == nil && !deep {
 		return
 	}
 	if fd.ContainingOneof() != nil && !fd.ContainingOneof().IsSynthetic() {
@@ -355,7 +355,7 @@ func (fg *fileGen) field(m *protogen.Message, f *protogen.Field) {
 	g.P("{")
 	var has string
 	switch {
-	case fd.IsList():
+	case fd.IsList() || fd.IsMap():
 		has = "len(" + val + ") != 0"
 	case ref != nil || fd.HasPresence():
 		has = val + " != nil"
@@ -373,12 +373,27 @@ func (fg *fileGen) field(m *protogen.Message, f *protogen.Field) {
 		g.P("v.Add(", name, `, "required", "value is required")`)
 		g.P("} else {")
 		closeBraces++
-	case fd.IsList():
+	case fd.IsList() || fd.IsMap():
 	case ref != nil || fd.HasPresence():
 		g.P("if ", has, " {")
 		closeBraces++
 	}
 	switch {
+	case fd.IsMap():
+		// Only values that are messages with rules; maps with rules of
+		// their own have no generated validator.
+		k := "k"
+		switch fd.MapKey().Kind() {
+		case protoreflect.Int32Kind, protoreflect.Sint32Kind, protoreflect.Sfixed32Kind, protoreflect.Int64Kind, protoreflect.Sint64Kind, protoreflect.Sfixed64Kind:
+			k = "int64(k)"
+		case protoreflect.Uint32Kind, protoreflect.Fixed32Kind, protoreflect.Uint64Kind, protoreflect.Fixed64Kind:
+			k = "uint64(k)"
+		}
+		g.P("for k, e := range ", val, " {")
+		g.P("v.", mapKeyMethod(fd.MapKey().Kind()), "(", name, ", ", k, ")")
+		g.P("e.ValidateRules(v)")
+		g.P("v.Leave()")
+		g.P("}")
 	case fd.IsList():
 		rep := rules.GetRepeated()
 		if rep.HasMinItems() {
@@ -423,6 +438,22 @@ func (fg *fileGen) field(m *protogen.Message, f *protogen.Field) {
 		g.P("}")
 	}
 	g.P("}")
+}
+
+// mapKeyMethod names the Violations method that enters a map value by a
+// key of kind k, "" for kinds protovalidate does not allow as keys.
+func mapKeyMethod(k protoreflect.Kind) string {
+	switch k {
+	case protoreflect.StringKind:
+		return "EnterStringKey"
+	case protoreflect.BoolKind:
+		return "EnterBoolKey"
+	case protoreflect.Int32Kind, protoreflect.Sint32Kind, protoreflect.Sfixed32Kind, protoreflect.Int64Kind, protoreflect.Sint64Kind, protoreflect.Sfixed64Kind:
+		return "EnterIntKey"
+	case protoreflect.Uint32Kind, protoreflect.Fixed32Kind, protoreflect.Uint64Kind, protoreflect.Fixed64Kind:
+		return "EnterUintKey"
+	}
+	return ""
 }
 
 // scalar writes the type rules of one value s of f's kind.

@@ -11,10 +11,11 @@
 // It understands required; string len, min_len, max_len, pattern, in,
 // not_in and uri; int32 gt, gte, lt, lte, in and not_in; enum defined_only,
 // in and not_in; repeated min_items, max_items and items with those scalar
-// rules; and embedded messages, singular or repeated. A message with any
-// other rule (CEL, message or oneof rules, ignore, predefined rules, maps
-// with rules, ...) gets no method, nor does any message that contains it,
-// so that protovalidate validates those whole.
+// rules; and embedded messages, singular, repeated or map values. A
+// message with any other rule (CEL, message or oneof rules, ignore,
+// predefined rules, map rules, ...) gets no method, nor does any message
+// that contains it, so that protovalidate validates those whole; the
+// generated file says which rule and why.
 //
 // Run it as a buf local plugin with paths=source_relative and strategy all,
 // so that messages of one file call the methods of another.

@@ -294,6 +294,10 @@ type Lists struct {
 	One           *Scalars               `protobuf:"bytes,5,opt,name=one,proto3" json:"one,omitempty"`
 	Maybe         *Scalars               `protobuf:"bytes,6,opt,name=maybe,proto3" json:"maybe,omitempty"`
 	Free          map[string]string      `protobuf:"bytes,7,rep,name=free,proto3" json:"free,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	ByName        map[string]*Scalars    `protobuf:"bytes,8,rep,name=by_name,json=byName,proto3" json:"by_name,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	ByNumber      map[int32]*Scalars     `protobuf:"bytes,9,rep,name=by_number,json=byNumber,proto3" json:"by_number,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	ById          map[uint64]*Scalars    `protobuf:"bytes,10,rep,name=by_id,json=byId,proto3" json:"by_id,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	ByFlag        map[bool]*Scalars      `protobuf:"bytes,11,rep,name=by_flag,json=byFlag,proto3" json:"by_flag,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -373,6 +377,34 @@ func (x *Lists) GetMaybe() *Scalars {
 func (x *Lists) GetFree() map[string]string {
 	if x != nil {
 		return x.Free
+	}
+	return nil
+}
+
+func (x *Lists) GetByName() map[string]*Scalars {
+	if x != nil {
+		return x.ByName
+	}
+	return nil
+}
+
+func (x *Lists) GetByNumber() map[int32]*Scalars {
+	if x != nil {
+		return x.ByNumber
+	}
+	return nil
+}
+
+func (x *Lists) GetById() map[uint64]*Scalars {
+	if x != nil {
+		return x.ById
+	}
+	return nil
+}
+
+func (x *Lists) GetByFlag() map[bool]*Scalars {
+	if x != nil {
+		return x.ByFlag
 	}
 	return nil
 }
@@ -567,7 +599,7 @@ const file_testpb_proto_rawDesc = "" +
 	"\r_opt_requiredB\n" +
 	"\n" +
 	"\b_opt_intB\v\n" +
-	"\t_opt_kind\"\xe6\x03\n" +
+	"\t_opt_kind\"\x86\t\n" +
 	"\x05Lists\x12.\n" +
 	"\x04tags\x18\x01 \x03(\tB\x1a\xbaH\x17\x92\x01\x14\b\x01\x10\x03\"\x0er\f\x10\x012\b^[a-z]+$R\x04tags\x12E\n" +
 	"\x05kinds\x18\x02 \x03(\x0e2 .millrace.pbvalidatetest.v1.KindB\r\xbaH\n" +
@@ -576,10 +608,27 @@ const file_testpb_proto_rawDesc = "" +
 	"\ascalars\x18\x04 \x03(\v2#.millrace.pbvalidatetest.v1.ScalarsB\b\xbaH\x05\x92\x01\x02\x10\x02R\ascalars\x12=\n" +
 	"\x03one\x18\x05 \x01(\v2#.millrace.pbvalidatetest.v1.ScalarsB\x06\xbaH\x03\xc8\x01\x01R\x03one\x129\n" +
 	"\x05maybe\x18\x06 \x01(\v2#.millrace.pbvalidatetest.v1.ScalarsR\x05maybe\x12?\n" +
-	"\x04free\x18\a \x03(\v2+.millrace.pbvalidatetest.v1.Lists.FreeEntryR\x04free\x1a7\n" +
+	"\x04free\x18\a \x03(\v2+.millrace.pbvalidatetest.v1.Lists.FreeEntryR\x04free\x12F\n" +
+	"\aby_name\x18\b \x03(\v2-.millrace.pbvalidatetest.v1.Lists.ByNameEntryR\x06byName\x12L\n" +
+	"\tby_number\x18\t \x03(\v2/.millrace.pbvalidatetest.v1.Lists.ByNumberEntryR\bbyNumber\x12@\n" +
+	"\x05by_id\x18\n" +
+	" \x03(\v2+.millrace.pbvalidatetest.v1.Lists.ByIdEntryR\x04byId\x12F\n" +
+	"\aby_flag\x18\v \x03(\v2-.millrace.pbvalidatetest.v1.Lists.ByFlagEntryR\x06byFlag\x1a7\n" +
 	"\tFreeEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"v\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a^\n" +
+	"\vByNameEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x129\n" +
+	"\x05value\x18\x02 \x01(\v2#.millrace.pbvalidatetest.v1.ScalarsR\x05value:\x028\x01\x1a`\n" +
+	"\rByNumberEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\x05R\x03key\x129\n" +
+	"\x05value\x18\x02 \x01(\v2#.millrace.pbvalidatetest.v1.ScalarsR\x05value:\x028\x01\x1a\\\n" +
+	"\tByIdEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\x04R\x03key\x129\n" +
+	"\x05value\x18\x02 \x01(\v2#.millrace.pbvalidatetest.v1.ScalarsR\x05value:\x028\x01\x1a^\n" +
+	"\vByFlagEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\bR\x03key\x129\n" +
+	"\x05value\x18\x02 \x01(\v2#.millrace.pbvalidatetest.v1.ScalarsR\x05value:\x028\x01\"v\n" +
 	"\x06Celled\x129\n" +
 	"\x01a\x18\x01 \x01(\tB+\xbaH(\xba\x01%\n" +
 	"\aa.not_x\x12\rmust not be x\x1a\vthis != 'x'R\x01a\x121\n" +
@@ -610,7 +659,7 @@ func file_testpb_proto_rawDescGZIP() []byte {
 }
 
 var file_testpb_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_testpb_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_testpb_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_testpb_proto_goTypes = []any{
 	(Kind)(0),           // 0: millrace.pbvalidatetest.v1.Kind
 	(*Scalars)(nil),     // 1: millrace.pbvalidatetest.v1.Scalars
@@ -619,6 +668,10 @@ var file_testpb_proto_goTypes = []any{
 	(*HoldsCelled)(nil), // 4: millrace.pbvalidatetest.v1.HoldsCelled
 	(*Unique)(nil),      // 5: millrace.pbvalidatetest.v1.Unique
 	nil,                 // 6: millrace.pbvalidatetest.v1.Lists.FreeEntry
+	nil,                 // 7: millrace.pbvalidatetest.v1.Lists.ByNameEntry
+	nil,                 // 8: millrace.pbvalidatetest.v1.Lists.ByNumberEntry
+	nil,                 // 9: millrace.pbvalidatetest.v1.Lists.ByIdEntry
+	nil,                 // 10: millrace.pbvalidatetest.v1.Lists.ByFlagEntry
 }
 var file_testpb_proto_depIdxs = []int32{
 	0,  // 0: millrace.pbvalidatetest.v1.Scalars.kind:type_name -> millrace.pbvalidatetest.v1.Kind
@@ -629,13 +682,21 @@ var file_testpb_proto_depIdxs = []int32{
 	1,  // 5: millrace.pbvalidatetest.v1.Lists.one:type_name -> millrace.pbvalidatetest.v1.Scalars
 	1,  // 6: millrace.pbvalidatetest.v1.Lists.maybe:type_name -> millrace.pbvalidatetest.v1.Scalars
 	6,  // 7: millrace.pbvalidatetest.v1.Lists.free:type_name -> millrace.pbvalidatetest.v1.Lists.FreeEntry
-	1,  // 8: millrace.pbvalidatetest.v1.Celled.s:type_name -> millrace.pbvalidatetest.v1.Scalars
-	3,  // 9: millrace.pbvalidatetest.v1.HoldsCelled.items:type_name -> millrace.pbvalidatetest.v1.Celled
-	10, // [10:10] is the sub-list for method output_type
-	10, // [10:10] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	7,  // 8: millrace.pbvalidatetest.v1.Lists.by_name:type_name -> millrace.pbvalidatetest.v1.Lists.ByNameEntry
+	8,  // 9: millrace.pbvalidatetest.v1.Lists.by_number:type_name -> millrace.pbvalidatetest.v1.Lists.ByNumberEntry
+	9,  // 10: millrace.pbvalidatetest.v1.Lists.by_id:type_name -> millrace.pbvalidatetest.v1.Lists.ByIdEntry
+	10, // 11: millrace.pbvalidatetest.v1.Lists.by_flag:type_name -> millrace.pbvalidatetest.v1.Lists.ByFlagEntry
+	1,  // 12: millrace.pbvalidatetest.v1.Celled.s:type_name -> millrace.pbvalidatetest.v1.Scalars
+	3,  // 13: millrace.pbvalidatetest.v1.HoldsCelled.items:type_name -> millrace.pbvalidatetest.v1.Celled
+	1,  // 14: millrace.pbvalidatetest.v1.Lists.ByNameEntry.value:type_name -> millrace.pbvalidatetest.v1.Scalars
+	1,  // 15: millrace.pbvalidatetest.v1.Lists.ByNumberEntry.value:type_name -> millrace.pbvalidatetest.v1.Scalars
+	1,  // 16: millrace.pbvalidatetest.v1.Lists.ByIdEntry.value:type_name -> millrace.pbvalidatetest.v1.Scalars
+	1,  // 17: millrace.pbvalidatetest.v1.Lists.ByFlagEntry.value:type_name -> millrace.pbvalidatetest.v1.Scalars
+	18, // [18:18] is the sub-list for method output_type
+	18, // [18:18] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_testpb_proto_init() }
@@ -650,7 +711,7 @@ func file_testpb_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_testpb_proto_rawDesc), len(file_testpb_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   6,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -12,7 +12,7 @@ import (
 // Scalars and of the messages it holds, as protovalidate reports them.
 func (x *Scalars) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &Scalars{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// opt
 	{
@@ -210,7 +210,7 @@ func (x *Scalars) ValidateRules(v *pbvalidate.Violations) {
 // Lists and of the messages it holds, as protovalidate reports them.
 func (x *Lists) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &Lists{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// tags
 	{
@@ -279,6 +279,38 @@ func (x *Lists) ValidateRules(v *pbvalidate.Violations) {
 		if x.Maybe != nil {
 			v.Enter("maybe")
 			x.Maybe.ValidateRules(v)
+			v.Leave()
+		}
+	}
+	// by_name
+	{
+		for k, e := range x.ByName {
+			v.EnterStringKey("by_name", k)
+			e.ValidateRules(v)
+			v.Leave()
+		}
+	}
+	// by_number
+	{
+		for k, e := range x.ByNumber {
+			v.EnterIntKey("by_number", int64(k))
+			e.ValidateRules(v)
+			v.Leave()
+		}
+	}
+	// by_id
+	{
+		for k, e := range x.ById {
+			v.EnterUintKey("by_id", uint64(k))
+			e.ValidateRules(v)
+			v.Leave()
+		}
+	}
+	// by_flag
+	{
+		for k, e := range x.ByFlag {
+			v.EnterBoolKey("by_flag", k)
+			e.ValidateRules(v)
 			v.Leave()
 		}
 	}

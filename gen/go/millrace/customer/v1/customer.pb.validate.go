@@ -12,7 +12,7 @@ import (
 // Customer and of the messages it holds, as protovalidate reports them.
 func (x *Customer) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &Customer{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// display_name
 	{
@@ -125,7 +125,7 @@ func (x *Customer) ValidateRules(v *pbvalidate.Violations) {
 // CreateCustomerRequest and of the messages it holds, as protovalidate reports them.
 func (x *CreateCustomerRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &CreateCustomerRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// customer
 	{
@@ -143,7 +143,7 @@ func (x *CreateCustomerRequest) ValidateRules(v *pbvalidate.Violations) {
 // CreateCustomerResponse and of the messages it holds, as protovalidate reports them.
 func (x *CreateCustomerResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &CreateCustomerResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// customer
 	{
@@ -159,7 +159,7 @@ func (x *CreateCustomerResponse) ValidateRules(v *pbvalidate.Violations) {
 // GetCustomerRequest and of the messages it holds, as protovalidate reports them.
 func (x *GetCustomerRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &GetCustomerRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// id
 	{
@@ -178,7 +178,7 @@ func (x *GetCustomerRequest) ValidateRules(v *pbvalidate.Violations) {
 // GetCustomerResponse and of the messages it holds, as protovalidate reports them.
 func (x *GetCustomerResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &GetCustomerResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// customer
 	{
@@ -194,7 +194,7 @@ func (x *GetCustomerResponse) ValidateRules(v *pbvalidate.Violations) {
 // ListCustomersRequest and of the messages it holds, as protovalidate reports them.
 func (x *ListCustomersRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &ListCustomersRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// page_size
 	{
@@ -256,7 +256,7 @@ func (x *ListCustomersRequest) ValidateRules(v *pbvalidate.Violations) {
 // ListCustomersResponse and of the messages it holds, as protovalidate reports them.
 func (x *ListCustomersResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &ListCustomersResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// customers
 	{
@@ -272,7 +272,7 @@ func (x *ListCustomersResponse) ValidateRules(v *pbvalidate.Violations) {
 // UpdateCustomerRequest and of the messages it holds, as protovalidate reports them.
 func (x *UpdateCustomerRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &UpdateCustomerRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// customer
 	{
@@ -297,7 +297,7 @@ func (x *UpdateCustomerRequest) ValidateRules(v *pbvalidate.Violations) {
 // UpdateCustomerResponse and of the messages it holds, as protovalidate reports them.
 func (x *UpdateCustomerResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &UpdateCustomerResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// customer
 	{
@@ -313,7 +313,7 @@ func (x *UpdateCustomerResponse) ValidateRules(v *pbvalidate.Violations) {
 // UpsertCustomerByExternalRefRequest and of the messages it holds, as protovalidate reports them.
 func (x *UpsertCustomerByExternalRefRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &UpsertCustomerByExternalRefRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// external_ref
 	{
@@ -349,7 +349,7 @@ func (x *UpsertCustomerByExternalRefRequest) ValidateRules(v *pbvalidate.Violati
 // UpsertCustomerByExternalRefResponse and of the messages it holds, as protovalidate reports them.
 func (x *UpsertCustomerByExternalRefResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &UpsertCustomerByExternalRefResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// customer
 	{
@@ -365,7 +365,7 @@ func (x *UpsertCustomerByExternalRefResponse) ValidateRules(v *pbvalidate.Violat
 // BatchUpsertCustomersRequest and of the messages it holds, as protovalidate reports them.
 func (x *BatchUpsertCustomersRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &BatchUpsertCustomersRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// items
 	{
@@ -387,7 +387,7 @@ func (x *BatchUpsertCustomersRequest) ValidateRules(v *pbvalidate.Violations) {
 // BatchUpsertItemResult and of the messages it holds, as protovalidate reports them.
 func (x *BatchUpsertItemResult) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &BatchUpsertItemResult{} // as protovalidate, which reads a nil message as an empty one
 	}
 }
 
@@ -395,7 +395,7 @@ func (x *BatchUpsertItemResult) ValidateRules(v *pbvalidate.Violations) {
 // BatchUpsertCustomersResponse and of the messages it holds, as protovalidate reports them.
 func (x *BatchUpsertCustomersResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &BatchUpsertCustomersResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 }
 
@@ -403,7 +403,7 @@ func (x *BatchUpsertCustomersResponse) ValidateRules(v *pbvalidate.Violations) {
 // GetCustomerHierarchyRequest and of the messages it holds, as protovalidate reports them.
 func (x *GetCustomerHierarchyRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &GetCustomerHierarchyRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// id
 	{
@@ -436,7 +436,7 @@ func (x *GetCustomerHierarchyRequest) ValidateRules(v *pbvalidate.Violations) {
 // CustomerSummary and of the messages it holds, as protovalidate reports them.
 func (x *CustomerSummary) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &CustomerSummary{} // as protovalidate, which reads a nil message as an empty one
 	}
 }
 
@@ -444,7 +444,7 @@ func (x *CustomerSummary) ValidateRules(v *pbvalidate.Violations) {
 // GetCustomerHierarchyResponse and of the messages it holds, as protovalidate reports them.
 func (x *GetCustomerHierarchyResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &GetCustomerHierarchyResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 }
 
@@ -452,7 +452,7 @@ func (x *GetCustomerHierarchyResponse) ValidateRules(v *pbvalidate.Violations) {
 // BlockCustomerRequest and of the messages it holds, as protovalidate reports them.
 func (x *BlockCustomerRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &BlockCustomerRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// id
 	{
@@ -479,7 +479,7 @@ func (x *BlockCustomerRequest) ValidateRules(v *pbvalidate.Violations) {
 // BlockCustomerResponse and of the messages it holds, as protovalidate reports them.
 func (x *BlockCustomerResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &BlockCustomerResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// customer
 	{
@@ -495,7 +495,7 @@ func (x *BlockCustomerResponse) ValidateRules(v *pbvalidate.Violations) {
 // UnblockCustomerRequest and of the messages it holds, as protovalidate reports them.
 func (x *UnblockCustomerRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &UnblockCustomerRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// id
 	{
@@ -522,7 +522,7 @@ func (x *UnblockCustomerRequest) ValidateRules(v *pbvalidate.Violations) {
 // UnblockCustomerResponse and of the messages it holds, as protovalidate reports them.
 func (x *UnblockCustomerResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &UnblockCustomerResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// customer
 	{
@@ -538,7 +538,7 @@ func (x *UnblockCustomerResponse) ValidateRules(v *pbvalidate.Violations) {
 // CheckCreditRequest and of the messages it holds, as protovalidate reports them.
 func (x *CheckCreditRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &CheckCreditRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// id
 	{
@@ -567,7 +567,7 @@ func (x *CheckCreditRequest) ValidateRules(v *pbvalidate.Violations) {
 // CreditPosition and of the messages it holds, as protovalidate reports them.
 func (x *CreditPosition) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &CreditPosition{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// limit
 	{
@@ -599,7 +599,7 @@ func (x *CreditPosition) ValidateRules(v *pbvalidate.Violations) {
 // CheckCreditResponse and of the messages it holds, as protovalidate reports them.
 func (x *CheckCreditResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &CheckCreditResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// position
 	{
@@ -615,7 +615,7 @@ func (x *CheckCreditResponse) ValidateRules(v *pbvalidate.Violations) {
 // ReserveCreditRequest and of the messages it holds, as protovalidate reports them.
 func (x *ReserveCreditRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &ReserveCreditRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// customer_id
 	{
@@ -655,7 +655,7 @@ func (x *ReserveCreditRequest) ValidateRules(v *pbvalidate.Violations) {
 // ReserveCreditResponse and of the messages it holds, as protovalidate reports them.
 func (x *ReserveCreditResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &ReserveCreditResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// position
 	{
@@ -671,7 +671,7 @@ func (x *ReserveCreditResponse) ValidateRules(v *pbvalidate.Violations) {
 // ReleaseCreditRequest and of the messages it holds, as protovalidate reports them.
 func (x *ReleaseCreditRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &ReleaseCreditRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// customer_id
 	{
@@ -701,7 +701,7 @@ func (x *ReleaseCreditRequest) ValidateRules(v *pbvalidate.Violations) {
 // ReleaseCreditResponse and of the messages it holds, as protovalidate reports them.
 func (x *ReleaseCreditResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &ReleaseCreditResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// position
 	{

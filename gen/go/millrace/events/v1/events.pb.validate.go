@@ -11,7 +11,7 @@ import (
 // Envelope and of the messages it holds, as protovalidate reports them.
 func (x *Envelope) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &Envelope{} // as protovalidate, which reads a nil message as an empty one
 	}
 }
 
@@ -19,7 +19,7 @@ func (x *Envelope) ValidateRules(v *pbvalidate.Violations) {
 // CustomerCreated and of the messages it holds, as protovalidate reports them.
 func (x *CustomerCreated) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &CustomerCreated{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// customer
 	{
@@ -35,7 +35,7 @@ func (x *CustomerCreated) ValidateRules(v *pbvalidate.Violations) {
 // CustomerUpdated and of the messages it holds, as protovalidate reports them.
 func (x *CustomerUpdated) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &CustomerUpdated{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// customer
 	{
@@ -51,7 +51,7 @@ func (x *CustomerUpdated) ValidateRules(v *pbvalidate.Violations) {
 // CreditLimitChanged and of the messages it holds, as protovalidate reports them.
 func (x *CreditLimitChanged) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &CreditLimitChanged{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// old_limit
 	{
@@ -75,7 +75,7 @@ func (x *CreditLimitChanged) ValidateRules(v *pbvalidate.Violations) {
 // ProductChanged and of the messages it holds, as protovalidate reports them.
 func (x *ProductChanged) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &ProductChanged{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// product
 	{
@@ -91,7 +91,7 @@ func (x *ProductChanged) ValidateRules(v *pbvalidate.Violations) {
 // PriceListChanged and of the messages it holds, as protovalidate reports them.
 func (x *PriceListChanged) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &PriceListChanged{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// price_list
 	{
@@ -107,7 +107,7 @@ func (x *PriceListChanged) ValidateRules(v *pbvalidate.Violations) {
 // InventoryChanged and of the messages it holds, as protovalidate reports them.
 func (x *InventoryChanged) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &InventoryChanged{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// balance
 	{
@@ -123,7 +123,7 @@ func (x *InventoryChanged) ValidateRules(v *pbvalidate.Violations) {
 // ReservationExpired and of the messages it holds, as protovalidate reports them.
 func (x *ReservationExpired) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &ReservationExpired{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// reservation
 	{
@@ -139,7 +139,7 @@ func (x *ReservationExpired) ValidateRules(v *pbvalidate.Violations) {
 // ShipmentConfirmed and of the messages it holds, as protovalidate reports them.
 func (x *ShipmentConfirmed) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &ShipmentConfirmed{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// shipment
 	{
@@ -155,7 +155,7 @@ func (x *ShipmentConfirmed) ValidateRules(v *pbvalidate.Violations) {
 // InvoicePosted and of the messages it holds, as protovalidate reports them.
 func (x *InvoicePosted) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &InvoicePosted{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// invoice
 	{
@@ -171,7 +171,7 @@ func (x *InvoicePosted) ValidateRules(v *pbvalidate.Violations) {
 // InvoicePaid and of the messages it holds, as protovalidate reports them.
 func (x *InvoicePaid) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &InvoicePaid{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// invoice
 	{
@@ -187,7 +187,7 @@ func (x *InvoicePaid) ValidateRules(v *pbvalidate.Violations) {
 // ReturnAuthorized and of the messages it holds, as protovalidate reports them.
 func (x *ReturnAuthorized) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &ReturnAuthorized{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// return
 	{
@@ -203,7 +203,7 @@ func (x *ReturnAuthorized) ValidateRules(v *pbvalidate.Violations) {
 // ReturnReceived and of the messages it holds, as protovalidate reports them.
 func (x *ReturnReceived) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &ReturnReceived{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// return
 	{
@@ -219,7 +219,7 @@ func (x *ReturnReceived) ValidateRules(v *pbvalidate.Violations) {
 // CreditMemoIssued and of the messages it holds, as protovalidate reports them.
 func (x *CreditMemoIssued) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &CreditMemoIssued{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// credit_memo
 	{
@@ -235,7 +235,7 @@ func (x *CreditMemoIssued) ValidateRules(v *pbvalidate.Violations) {
 // QuoteApproved and of the messages it holds, as protovalidate reports them.
 func (x *QuoteApproved) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &QuoteApproved{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// quote
 	{
@@ -251,7 +251,7 @@ func (x *QuoteApproved) ValidateRules(v *pbvalidate.Violations) {
 // OrderAccepted and of the messages it holds, as protovalidate reports them.
 func (x *OrderAccepted) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &OrderAccepted{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// order
 	{
@@ -267,7 +267,7 @@ func (x *OrderAccepted) ValidateRules(v *pbvalidate.Violations) {
 // OrderHeld and of the messages it holds, as protovalidate reports them.
 func (x *OrderHeld) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &OrderHeld{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// order
 	{
@@ -283,7 +283,7 @@ func (x *OrderHeld) ValidateRules(v *pbvalidate.Violations) {
 // OrderReleased and of the messages it holds, as protovalidate reports them.
 func (x *OrderReleased) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &OrderReleased{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// order
 	{
@@ -299,7 +299,7 @@ func (x *OrderReleased) ValidateRules(v *pbvalidate.Violations) {
 // OrderCancelled and of the messages it holds, as protovalidate reports them.
 func (x *OrderCancelled) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &OrderCancelled{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// order
 	{
@@ -315,7 +315,7 @@ func (x *OrderCancelled) ValidateRules(v *pbvalidate.Violations) {
 // OrderStatusChanged and of the messages it holds, as protovalidate reports them.
 func (x *OrderStatusChanged) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &OrderStatusChanged{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// external_ref
 	{

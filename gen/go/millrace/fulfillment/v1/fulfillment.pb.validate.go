@@ -12,7 +12,7 @@ import (
 // TransitTime and of the messages it holds, as protovalidate reports them.
 func (x *TransitTime) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &TransitTime{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// region
 	{
@@ -32,7 +32,7 @@ func (x *TransitTime) ValidateRules(v *pbvalidate.Violations) {
 // Site and of the messages it holds, as protovalidate reports them.
 func (x *Site) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &Site{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// id
 	{
@@ -94,7 +94,7 @@ func (x *Site) ValidateRules(v *pbvalidate.Violations) {
 // CreateSiteRequest and of the messages it holds, as protovalidate reports them.
 func (x *CreateSiteRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &CreateSiteRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// site
 	{
@@ -112,7 +112,7 @@ func (x *CreateSiteRequest) ValidateRules(v *pbvalidate.Violations) {
 // CreateSiteResponse and of the messages it holds, as protovalidate reports them.
 func (x *CreateSiteResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &CreateSiteResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// site
 	{
@@ -128,7 +128,7 @@ func (x *CreateSiteResponse) ValidateRules(v *pbvalidate.Violations) {
 // GetSiteRequest and of the messages it holds, as protovalidate reports them.
 func (x *GetSiteRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &GetSiteRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// id
 	{
@@ -147,7 +147,7 @@ func (x *GetSiteRequest) ValidateRules(v *pbvalidate.Violations) {
 // GetSiteResponse and of the messages it holds, as protovalidate reports them.
 func (x *GetSiteResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &GetSiteResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// site
 	{
@@ -163,7 +163,7 @@ func (x *GetSiteResponse) ValidateRules(v *pbvalidate.Violations) {
 // ListSitesRequest and of the messages it holds, as protovalidate reports them.
 func (x *ListSitesRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &ListSitesRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// page_size
 	{
@@ -193,7 +193,7 @@ func (x *ListSitesRequest) ValidateRules(v *pbvalidate.Violations) {
 // ListSitesResponse and of the messages it holds, as protovalidate reports them.
 func (x *ListSitesResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &ListSitesResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// sites
 	{
@@ -209,7 +209,7 @@ func (x *ListSitesResponse) ValidateRules(v *pbvalidate.Violations) {
 // AdjustInventoryRequest and of the messages it holds, as protovalidate reports them.
 func (x *AdjustInventoryRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &AdjustInventoryRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// site_id
 	{
@@ -267,7 +267,7 @@ func (x *AdjustInventoryRequest) ValidateRules(v *pbvalidate.Violations) {
 // InventoryBalance and of the messages it holds, as protovalidate reports them.
 func (x *InventoryBalance) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &InventoryBalance{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// on_hand
 	{
@@ -307,7 +307,7 @@ func (x *InventoryBalance) ValidateRules(v *pbvalidate.Violations) {
 // AdjustInventoryResponse and of the messages it holds, as protovalidate reports them.
 func (x *AdjustInventoryResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &AdjustInventoryResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// balance
 	{
@@ -323,7 +323,7 @@ func (x *AdjustInventoryResponse) ValidateRules(v *pbvalidate.Violations) {
 // ListInventoryRequest and of the messages it holds, as protovalidate reports them.
 func (x *ListInventoryRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &ListInventoryRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// sku
 	{
@@ -361,7 +361,7 @@ func (x *ListInventoryRequest) ValidateRules(v *pbvalidate.Violations) {
 // ListInventoryResponse and of the messages it holds, as protovalidate reports them.
 func (x *ListInventoryResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &ListInventoryResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// balances
 	{
@@ -377,7 +377,7 @@ func (x *ListInventoryResponse) ValidateRules(v *pbvalidate.Violations) {
 // SupplyPlan and of the messages it holds, as protovalidate reports them.
 func (x *SupplyPlan) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &SupplyPlan{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// site_id
 	{
@@ -424,7 +424,7 @@ func (x *SupplyPlan) ValidateRules(v *pbvalidate.Violations) {
 // CreateSupplyPlanRequest and of the messages it holds, as protovalidate reports them.
 func (x *CreateSupplyPlanRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &CreateSupplyPlanRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// supply_plan
 	{
@@ -442,7 +442,7 @@ func (x *CreateSupplyPlanRequest) ValidateRules(v *pbvalidate.Violations) {
 // CreateSupplyPlanResponse and of the messages it holds, as protovalidate reports them.
 func (x *CreateSupplyPlanResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &CreateSupplyPlanResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// supply_plan
 	{
@@ -458,7 +458,7 @@ func (x *CreateSupplyPlanResponse) ValidateRules(v *pbvalidate.Violations) {
 // ListSupplyPlansRequest and of the messages it holds, as protovalidate reports them.
 func (x *ListSupplyPlansRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &ListSupplyPlansRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// sku
 	{
@@ -496,7 +496,7 @@ func (x *ListSupplyPlansRequest) ValidateRules(v *pbvalidate.Violations) {
 // ListSupplyPlansResponse and of the messages it holds, as protovalidate reports them.
 func (x *ListSupplyPlansResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &ListSupplyPlansResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// supply_plans
 	{
@@ -512,7 +512,7 @@ func (x *ListSupplyPlansResponse) ValidateRules(v *pbvalidate.Violations) {
 // AvailabilityLine and of the messages it holds, as protovalidate reports them.
 func (x *AvailabilityLine) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &AvailabilityLine{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// sku
 	{
@@ -541,7 +541,7 @@ func (x *AvailabilityLine) ValidateRules(v *pbvalidate.Violations) {
 // CheckAvailabilityRequest and of the messages it holds, as protovalidate reports them.
 func (x *CheckAvailabilityRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &CheckAvailabilityRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// ship_to_region
 	{
@@ -569,7 +569,7 @@ func (x *CheckAvailabilityRequest) ValidateRules(v *pbvalidate.Violations) {
 // SupplySource and of the messages it holds, as protovalidate reports them.
 func (x *SupplySource) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &SupplySource{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// quantity
 	{
@@ -585,7 +585,7 @@ func (x *SupplySource) ValidateRules(v *pbvalidate.Violations) {
 // LineAvailability and of the messages it holds, as protovalidate reports them.
 func (x *LineAvailability) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &LineAvailability{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// base_quantity
 	{
@@ -609,7 +609,7 @@ func (x *LineAvailability) ValidateRules(v *pbvalidate.Violations) {
 // CheckAvailabilityResponse and of the messages it holds, as protovalidate reports them.
 func (x *CheckAvailabilityResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &CheckAvailabilityResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// lines
 	{
@@ -625,7 +625,7 @@ func (x *CheckAvailabilityResponse) ValidateRules(v *pbvalidate.Violations) {
 // ReservedLine and of the messages it holds, as protovalidate reports them.
 func (x *ReservedLine) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &ReservedLine{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// quantity
 	{
@@ -641,7 +641,7 @@ func (x *ReservedLine) ValidateRules(v *pbvalidate.Violations) {
 // Reservation and of the messages it holds, as protovalidate reports them.
 func (x *Reservation) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &Reservation{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// lines
 	{
@@ -657,7 +657,7 @@ func (x *Reservation) ValidateRules(v *pbvalidate.Violations) {
 // CreateReservationRequest and of the messages it holds, as protovalidate reports them.
 func (x *CreateReservationRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &CreateReservationRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// kind
 	{
@@ -708,7 +708,7 @@ func (x *CreateReservationRequest) ValidateRules(v *pbvalidate.Violations) {
 // CreateReservationResponse and of the messages it holds, as protovalidate reports them.
 func (x *CreateReservationResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &CreateReservationResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// reservation
 	{
@@ -732,7 +732,7 @@ func (x *CreateReservationResponse) ValidateRules(v *pbvalidate.Violations) {
 // ReleaseReservationRequest and of the messages it holds, as protovalidate reports them.
 func (x *ReleaseReservationRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &ReleaseReservationRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// id
 	{
@@ -751,7 +751,7 @@ func (x *ReleaseReservationRequest) ValidateRules(v *pbvalidate.Violations) {
 // ReleaseReservationResponse and of the messages it holds, as protovalidate reports them.
 func (x *ReleaseReservationResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &ReleaseReservationResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// reservation
 	{
@@ -767,7 +767,7 @@ func (x *ReleaseReservationResponse) ValidateRules(v *pbvalidate.Violations) {
 // ShipmentLine and of the messages it holds, as protovalidate reports them.
 func (x *ShipmentLine) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &ShipmentLine{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// order_line_index
 	{
@@ -802,7 +802,7 @@ func (x *ShipmentLine) ValidateRules(v *pbvalidate.Violations) {
 // Shipment and of the messages it holds, as protovalidate reports them.
 func (x *Shipment) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &Shipment{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// order_id
 	{
@@ -846,7 +846,7 @@ func (x *Shipment) ValidateRules(v *pbvalidate.Violations) {
 // CreateShipmentRequest and of the messages it holds, as protovalidate reports them.
 func (x *CreateShipmentRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &CreateShipmentRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// shipment
 	{
@@ -864,7 +864,7 @@ func (x *CreateShipmentRequest) ValidateRules(v *pbvalidate.Violations) {
 // CreateShipmentResponse and of the messages it holds, as protovalidate reports them.
 func (x *CreateShipmentResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &CreateShipmentResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// shipment
 	{
@@ -880,7 +880,7 @@ func (x *CreateShipmentResponse) ValidateRules(v *pbvalidate.Violations) {
 // GetShipmentRequest and of the messages it holds, as protovalidate reports them.
 func (x *GetShipmentRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &GetShipmentRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// id
 	{
@@ -899,7 +899,7 @@ func (x *GetShipmentRequest) ValidateRules(v *pbvalidate.Violations) {
 // GetShipmentResponse and of the messages it holds, as protovalidate reports them.
 func (x *GetShipmentResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &GetShipmentResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// shipment
 	{
@@ -915,7 +915,7 @@ func (x *GetShipmentResponse) ValidateRules(v *pbvalidate.Violations) {
 // ListShipmentsRequest and of the messages it holds, as protovalidate reports them.
 func (x *ListShipmentsRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &ListShipmentsRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// order_id
 	{
@@ -945,7 +945,7 @@ func (x *ListShipmentsRequest) ValidateRules(v *pbvalidate.Violations) {
 // ListShipmentsResponse and of the messages it holds, as protovalidate reports them.
 func (x *ListShipmentsResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &ListShipmentsResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// shipments
 	{
@@ -961,7 +961,7 @@ func (x *ListShipmentsResponse) ValidateRules(v *pbvalidate.Violations) {
 // ConfirmShipmentRequest and of the messages it holds, as protovalidate reports them.
 func (x *ConfirmShipmentRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &ConfirmShipmentRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// id
 	{
@@ -1002,7 +1002,7 @@ func (x *ConfirmShipmentRequest) ValidateRules(v *pbvalidate.Violations) {
 // ConfirmShipmentResponse and of the messages it holds, as protovalidate reports them.
 func (x *ConfirmShipmentResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &ConfirmShipmentResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// shipment
 	{
@@ -1018,7 +1018,7 @@ func (x *ConfirmShipmentResponse) ValidateRules(v *pbvalidate.Violations) {
 // InvoiceLine and of the messages it holds, as protovalidate reports them.
 func (x *InvoiceLine) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &InvoiceLine{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// quantity
 	{
@@ -1050,7 +1050,7 @@ func (x *InvoiceLine) ValidateRules(v *pbvalidate.Violations) {
 // Invoice and of the messages it holds, as protovalidate reports them.
 func (x *Invoice) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &Invoice{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// lines
 	{
@@ -1098,7 +1098,7 @@ func (x *Invoice) ValidateRules(v *pbvalidate.Violations) {
 // GetInvoiceRequest and of the messages it holds, as protovalidate reports them.
 func (x *GetInvoiceRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &GetInvoiceRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// id
 	{
@@ -1117,7 +1117,7 @@ func (x *GetInvoiceRequest) ValidateRules(v *pbvalidate.Violations) {
 // GetInvoiceResponse and of the messages it holds, as protovalidate reports them.
 func (x *GetInvoiceResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &GetInvoiceResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// invoice
 	{
@@ -1133,7 +1133,7 @@ func (x *GetInvoiceResponse) ValidateRules(v *pbvalidate.Violations) {
 // ListInvoicesRequest and of the messages it holds, as protovalidate reports them.
 func (x *ListInvoicesRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &ListInvoicesRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// order_id
 	{
@@ -1171,7 +1171,7 @@ func (x *ListInvoicesRequest) ValidateRules(v *pbvalidate.Violations) {
 // ListInvoicesResponse and of the messages it holds, as protovalidate reports them.
 func (x *ListInvoicesResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &ListInvoicesResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// invoices
 	{
@@ -1187,7 +1187,7 @@ func (x *ListInvoicesResponse) ValidateRules(v *pbvalidate.Violations) {
 // RecordPaymentRequest and of the messages it holds, as protovalidate reports them.
 func (x *RecordPaymentRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &RecordPaymentRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// id
 	{
@@ -1224,7 +1224,7 @@ func (x *RecordPaymentRequest) ValidateRules(v *pbvalidate.Violations) {
 // RecordPaymentResponse and of the messages it holds, as protovalidate reports them.
 func (x *RecordPaymentResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &RecordPaymentResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// invoice
 	{
@@ -1240,7 +1240,7 @@ func (x *RecordPaymentResponse) ValidateRules(v *pbvalidate.Violations) {
 // ReturnLine and of the messages it holds, as protovalidate reports them.
 func (x *ReturnLine) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &ReturnLine{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// order_line_index
 	{
@@ -1275,7 +1275,7 @@ func (x *ReturnLine) ValidateRules(v *pbvalidate.Violations) {
 // Return and of the messages it holds, as protovalidate reports them.
 func (x *Return) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &Return{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// order_id
 	{
@@ -1324,7 +1324,7 @@ func (x *Return) ValidateRules(v *pbvalidate.Violations) {
 // CreditMemo and of the messages it holds, as protovalidate reports them.
 func (x *CreditMemo) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &CreditMemo{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// amount
 	{
@@ -1340,7 +1340,7 @@ func (x *CreditMemo) ValidateRules(v *pbvalidate.Violations) {
 // CreateReturnRequest and of the messages it holds, as protovalidate reports them.
 func (x *CreateReturnRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &CreateReturnRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// return
 	{
@@ -1358,7 +1358,7 @@ func (x *CreateReturnRequest) ValidateRules(v *pbvalidate.Violations) {
 // CreateReturnResponse and of the messages it holds, as protovalidate reports them.
 func (x *CreateReturnResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &CreateReturnResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// return
 	{
@@ -1374,7 +1374,7 @@ func (x *CreateReturnResponse) ValidateRules(v *pbvalidate.Violations) {
 // GetReturnRequest and of the messages it holds, as protovalidate reports them.
 func (x *GetReturnRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &GetReturnRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// id
 	{
@@ -1393,7 +1393,7 @@ func (x *GetReturnRequest) ValidateRules(v *pbvalidate.Violations) {
 // GetReturnResponse and of the messages it holds, as protovalidate reports them.
 func (x *GetReturnResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &GetReturnResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// return
 	{
@@ -1409,7 +1409,7 @@ func (x *GetReturnResponse) ValidateRules(v *pbvalidate.Violations) {
 // ListReturnsRequest and of the messages it holds, as protovalidate reports them.
 func (x *ListReturnsRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &ListReturnsRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// order_id
 	{
@@ -1439,7 +1439,7 @@ func (x *ListReturnsRequest) ValidateRules(v *pbvalidate.Violations) {
 // ListReturnsResponse and of the messages it holds, as protovalidate reports them.
 func (x *ListReturnsResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &ListReturnsResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// returns
 	{
@@ -1455,7 +1455,7 @@ func (x *ListReturnsResponse) ValidateRules(v *pbvalidate.Violations) {
 // ReceiveReturnRequest and of the messages it holds, as protovalidate reports them.
 func (x *ReceiveReturnRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &ReceiveReturnRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// id
 	{
@@ -1497,7 +1497,7 @@ func (x *ReceiveReturnRequest) ValidateRules(v *pbvalidate.Violations) {
 // ReceiveReturnResponse and of the messages it holds, as protovalidate reports them.
 func (x *ReceiveReturnResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &ReceiveReturnResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// return
 	{

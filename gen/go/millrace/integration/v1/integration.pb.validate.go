@@ -12,7 +12,7 @@ import (
 // ApiKey and of the messages it holds, as protovalidate reports them.
 func (x *ApiKey) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &ApiKey{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// display_name
 	{
@@ -56,7 +56,7 @@ func (x *ApiKey) ValidateRules(v *pbvalidate.Violations) {
 // CreateApiKeyRequest and of the messages it holds, as protovalidate reports them.
 func (x *CreateApiKeyRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &CreateApiKeyRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// api_key
 	{
@@ -74,7 +74,7 @@ func (x *CreateApiKeyRequest) ValidateRules(v *pbvalidate.Violations) {
 // CreateApiKeyResponse and of the messages it holds, as protovalidate reports them.
 func (x *CreateApiKeyResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &CreateApiKeyResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// api_key
 	{
@@ -90,7 +90,7 @@ func (x *CreateApiKeyResponse) ValidateRules(v *pbvalidate.Violations) {
 // ListApiKeysRequest and of the messages it holds, as protovalidate reports them.
 func (x *ListApiKeysRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &ListApiKeysRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// page_size
 	{
@@ -112,7 +112,7 @@ func (x *ListApiKeysRequest) ValidateRules(v *pbvalidate.Violations) {
 // ListApiKeysResponse and of the messages it holds, as protovalidate reports them.
 func (x *ListApiKeysResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &ListApiKeysResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// api_keys
 	{
@@ -128,7 +128,7 @@ func (x *ListApiKeysResponse) ValidateRules(v *pbvalidate.Violations) {
 // GetApiKeyRequest and of the messages it holds, as protovalidate reports them.
 func (x *GetApiKeyRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &GetApiKeyRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// id
 	{
@@ -147,7 +147,7 @@ func (x *GetApiKeyRequest) ValidateRules(v *pbvalidate.Violations) {
 // GetApiKeyResponse and of the messages it holds, as protovalidate reports them.
 func (x *GetApiKeyResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &GetApiKeyResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// api_key
 	{
@@ -163,7 +163,7 @@ func (x *GetApiKeyResponse) ValidateRules(v *pbvalidate.Violations) {
 // RevokeApiKeyRequest and of the messages it holds, as protovalidate reports them.
 func (x *RevokeApiKeyRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &RevokeApiKeyRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// id
 	{
@@ -182,7 +182,7 @@ func (x *RevokeApiKeyRequest) ValidateRules(v *pbvalidate.Violations) {
 // RevokeApiKeyResponse and of the messages it holds, as protovalidate reports them.
 func (x *RevokeApiKeyResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &RevokeApiKeyResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// api_key
 	{
@@ -198,7 +198,7 @@ func (x *RevokeApiKeyResponse) ValidateRules(v *pbvalidate.Violations) {
 // GetCallerIdentityRequest and of the messages it holds, as protovalidate reports them.
 func (x *GetCallerIdentityRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &GetCallerIdentityRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 }
 
@@ -206,7 +206,7 @@ func (x *GetCallerIdentityRequest) ValidateRules(v *pbvalidate.Violations) {
 // GetCallerIdentityResponse and of the messages it holds, as protovalidate reports them.
 func (x *GetCallerIdentityResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &GetCallerIdentityResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 }
 
@@ -214,7 +214,7 @@ func (x *GetCallerIdentityResponse) ValidateRules(v *pbvalidate.Violations) {
 // VerifyApiKeyRequest and of the messages it holds, as protovalidate reports them.
 func (x *VerifyApiKeyRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &VerifyApiKeyRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// secret
 	{
@@ -233,7 +233,7 @@ func (x *VerifyApiKeyRequest) ValidateRules(v *pbvalidate.Violations) {
 // VerifyApiKeyResponse and of the messages it holds, as protovalidate reports them.
 func (x *VerifyApiKeyResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &VerifyApiKeyResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// api_key
 	{
@@ -249,7 +249,7 @@ func (x *VerifyApiKeyResponse) ValidateRules(v *pbvalidate.Violations) {
 // Subscription and of the messages it holds, as protovalidate reports them.
 func (x *Subscription) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &Subscription{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// url
 	{
@@ -297,7 +297,7 @@ func (x *Subscription) ValidateRules(v *pbvalidate.Violations) {
 // CreateSubscriptionRequest and of the messages it holds, as protovalidate reports them.
 func (x *CreateSubscriptionRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &CreateSubscriptionRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// subscription
 	{
@@ -315,7 +315,7 @@ func (x *CreateSubscriptionRequest) ValidateRules(v *pbvalidate.Violations) {
 // CreateSubscriptionResponse and of the messages it holds, as protovalidate reports them.
 func (x *CreateSubscriptionResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &CreateSubscriptionResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// subscription
 	{
@@ -331,7 +331,7 @@ func (x *CreateSubscriptionResponse) ValidateRules(v *pbvalidate.Violations) {
 // GetSubscriptionRequest and of the messages it holds, as protovalidate reports them.
 func (x *GetSubscriptionRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &GetSubscriptionRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// id
 	{
@@ -350,7 +350,7 @@ func (x *GetSubscriptionRequest) ValidateRules(v *pbvalidate.Violations) {
 // GetSubscriptionResponse and of the messages it holds, as protovalidate reports them.
 func (x *GetSubscriptionResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &GetSubscriptionResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// subscription
 	{
@@ -366,7 +366,7 @@ func (x *GetSubscriptionResponse) ValidateRules(v *pbvalidate.Violations) {
 // ListSubscriptionsRequest and of the messages it holds, as protovalidate reports them.
 func (x *ListSubscriptionsRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &ListSubscriptionsRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// page_size
 	{
@@ -388,7 +388,7 @@ func (x *ListSubscriptionsRequest) ValidateRules(v *pbvalidate.Violations) {
 // ListSubscriptionsResponse and of the messages it holds, as protovalidate reports them.
 func (x *ListSubscriptionsResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &ListSubscriptionsResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// subscriptions
 	{
@@ -404,7 +404,7 @@ func (x *ListSubscriptionsResponse) ValidateRules(v *pbvalidate.Violations) {
 // UpdateSubscriptionRequest and of the messages it holds, as protovalidate reports them.
 func (x *UpdateSubscriptionRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &UpdateSubscriptionRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// subscription
 	{
@@ -422,7 +422,7 @@ func (x *UpdateSubscriptionRequest) ValidateRules(v *pbvalidate.Violations) {
 // UpdateSubscriptionResponse and of the messages it holds, as protovalidate reports them.
 func (x *UpdateSubscriptionResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &UpdateSubscriptionResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// subscription
 	{
@@ -438,7 +438,7 @@ func (x *UpdateSubscriptionResponse) ValidateRules(v *pbvalidate.Violations) {
 // DeleteSubscriptionRequest and of the messages it holds, as protovalidate reports them.
 func (x *DeleteSubscriptionRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &DeleteSubscriptionRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// id
 	{
@@ -457,7 +457,7 @@ func (x *DeleteSubscriptionRequest) ValidateRules(v *pbvalidate.Violations) {
 // DeleteSubscriptionResponse and of the messages it holds, as protovalidate reports them.
 func (x *DeleteSubscriptionResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &DeleteSubscriptionResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 }
 
@@ -465,7 +465,7 @@ func (x *DeleteSubscriptionResponse) ValidateRules(v *pbvalidate.Violations) {
 // RotateSubscriptionSecretRequest and of the messages it holds, as protovalidate reports them.
 func (x *RotateSubscriptionSecretRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &RotateSubscriptionSecretRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// id
 	{
@@ -484,7 +484,7 @@ func (x *RotateSubscriptionSecretRequest) ValidateRules(v *pbvalidate.Violations
 // RotateSubscriptionSecretResponse and of the messages it holds, as protovalidate reports them.
 func (x *RotateSubscriptionSecretResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &RotateSubscriptionSecretResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 }
 
@@ -492,7 +492,7 @@ func (x *RotateSubscriptionSecretResponse) ValidateRules(v *pbvalidate.Violation
 // SendTestEventRequest and of the messages it holds, as protovalidate reports them.
 func (x *SendTestEventRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &SendTestEventRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// id
 	{
@@ -511,7 +511,7 @@ func (x *SendTestEventRequest) ValidateRules(v *pbvalidate.Violations) {
 // SendTestEventResponse and of the messages it holds, as protovalidate reports them.
 func (x *SendTestEventResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &SendTestEventResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 }
 
@@ -519,7 +519,7 @@ func (x *SendTestEventResponse) ValidateRules(v *pbvalidate.Violations) {
 // DeliveryAttempt and of the messages it holds, as protovalidate reports them.
 func (x *DeliveryAttempt) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &DeliveryAttempt{} // as protovalidate, which reads a nil message as an empty one
 	}
 }
 
@@ -527,7 +527,7 @@ func (x *DeliveryAttempt) ValidateRules(v *pbvalidate.Violations) {
 // Delivery and of the messages it holds, as protovalidate reports them.
 func (x *Delivery) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &Delivery{} // as protovalidate, which reads a nil message as an empty one
 	}
 }
 
@@ -535,7 +535,7 @@ func (x *Delivery) ValidateRules(v *pbvalidate.Violations) {
 // ListDeliveriesRequest and of the messages it holds, as protovalidate reports them.
 func (x *ListDeliveriesRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &ListDeliveriesRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// subscription_id
 	{
@@ -576,7 +576,7 @@ func (x *ListDeliveriesRequest) ValidateRules(v *pbvalidate.Violations) {
 // ListDeliveriesResponse and of the messages it holds, as protovalidate reports them.
 func (x *ListDeliveriesResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &ListDeliveriesResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 }
 
@@ -584,7 +584,7 @@ func (x *ListDeliveriesResponse) ValidateRules(v *pbvalidate.Violations) {
 // ReplaySubscriptionRequest and of the messages it holds, as protovalidate reports them.
 func (x *ReplaySubscriptionRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &ReplaySubscriptionRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// id
 	{
@@ -610,7 +610,7 @@ func (x *ReplaySubscriptionRequest) ValidateRules(v *pbvalidate.Violations) {
 // ReplaySubscriptionResponse and of the messages it holds, as protovalidate reports them.
 func (x *ReplaySubscriptionResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &ReplaySubscriptionResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 }
 
@@ -618,7 +618,7 @@ func (x *ReplaySubscriptionResponse) ValidateRules(v *pbvalidate.Violations) {
 // DeadLetter and of the messages it holds, as protovalidate reports them.
 func (x *DeadLetter) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &DeadLetter{} // as protovalidate, which reads a nil message as an empty one
 	}
 }
 
@@ -626,7 +626,7 @@ func (x *DeadLetter) ValidateRules(v *pbvalidate.Violations) {
 // ListDeadLettersRequest and of the messages it holds, as protovalidate reports them.
 func (x *ListDeadLettersRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &ListDeadLettersRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// subscription_id
 	{
@@ -656,7 +656,7 @@ func (x *ListDeadLettersRequest) ValidateRules(v *pbvalidate.Violations) {
 // ListDeadLettersResponse and of the messages it holds, as protovalidate reports them.
 func (x *ListDeadLettersResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &ListDeadLettersResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 }
 
@@ -664,7 +664,7 @@ func (x *ListDeadLettersResponse) ValidateRules(v *pbvalidate.Violations) {
 // ReplayDeadLetterRequest and of the messages it holds, as protovalidate reports them.
 func (x *ReplayDeadLetterRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &ReplayDeadLetterRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// id
 	{
@@ -683,7 +683,7 @@ func (x *ReplayDeadLetterRequest) ValidateRules(v *pbvalidate.Violations) {
 // ReplayDeadLetterResponse and of the messages it holds, as protovalidate reports them.
 func (x *ReplayDeadLetterResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &ReplayDeadLetterResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 }
 
@@ -691,7 +691,7 @@ func (x *ReplayDeadLetterResponse) ValidateRules(v *pbvalidate.Violations) {
 // BatchReplayDeadLettersRequest and of the messages it holds, as protovalidate reports them.
 func (x *BatchReplayDeadLettersRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &BatchReplayDeadLettersRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// ids
 	{
@@ -718,7 +718,7 @@ func (x *BatchReplayDeadLettersRequest) ValidateRules(v *pbvalidate.Violations) 
 // BatchReplayDeadLettersResponse and of the messages it holds, as protovalidate reports them.
 func (x *BatchReplayDeadLettersResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &BatchReplayDeadLettersResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 }
 
@@ -726,7 +726,7 @@ func (x *BatchReplayDeadLettersResponse) ValidateRules(v *pbvalidate.Violations)
 // FeedEvent and of the messages it holds, as protovalidate reports them.
 func (x *FeedEvent) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &FeedEvent{} // as protovalidate, which reads a nil message as an empty one
 	}
 }
 
@@ -734,7 +734,7 @@ func (x *FeedEvent) ValidateRules(v *pbvalidate.Violations) {
 // ListEventsRequest and of the messages it holds, as protovalidate reports them.
 func (x *ListEventsRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &ListEventsRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// after
 	{
@@ -767,7 +767,7 @@ func (x *ListEventsRequest) ValidateRules(v *pbvalidate.Violations) {
 // ListEventsResponse and of the messages it holds, as protovalidate reports them.
 func (x *ListEventsResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &ListEventsResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 }
 
@@ -775,7 +775,7 @@ func (x *ListEventsResponse) ValidateRules(v *pbvalidate.Violations) {
 // WatchEventsRequest and of the messages it holds, as protovalidate reports them.
 func (x *WatchEventsRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &WatchEventsRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// after
 	{
@@ -802,7 +802,7 @@ func (x *WatchEventsRequest) ValidateRules(v *pbvalidate.Violations) {
 // WatchEventsResponse and of the messages it holds, as protovalidate reports them.
 func (x *WatchEventsResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &WatchEventsResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 }
 
@@ -810,7 +810,7 @@ func (x *WatchEventsResponse) ValidateRules(v *pbvalidate.Violations) {
 // BackupRequest and of the messages it holds, as protovalidate reports them.
 func (x *BackupRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &BackupRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 }
 
@@ -818,7 +818,7 @@ func (x *BackupRequest) ValidateRules(v *pbvalidate.Violations) {
 // BackupResponse and of the messages it holds, as protovalidate reports them.
 func (x *BackupResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &BackupResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 }
 

@@ -12,7 +12,7 @@ import (
 // OrderLine and of the messages it holds, as protovalidate reports them.
 func (x *OrderLine) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &OrderLine{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// sku
 	{
@@ -73,7 +73,7 @@ func (x *OrderLine) ValidateRules(v *pbvalidate.Violations) {
 // LineAllocation and of the messages it holds, as protovalidate reports them.
 func (x *LineAllocation) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &LineAllocation{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// quantity
 	{
@@ -89,7 +89,7 @@ func (x *LineAllocation) ValidateRules(v *pbvalidate.Violations) {
 // Quote and of the messages it holds, as protovalidate reports them.
 func (x *Quote) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &Quote{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// customer_id
 	{
@@ -157,7 +157,7 @@ func (x *Quote) ValidateRules(v *pbvalidate.Violations) {
 // Order and of the messages it holds, as protovalidate reports them.
 func (x *Order) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &Order{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// customer_id
 	{
@@ -218,7 +218,7 @@ func (x *Order) ValidateRules(v *pbvalidate.Violations) {
 // CreateQuoteRequest and of the messages it holds, as protovalidate reports them.
 func (x *CreateQuoteRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &CreateQuoteRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// quote
 	{
@@ -236,7 +236,7 @@ func (x *CreateQuoteRequest) ValidateRules(v *pbvalidate.Violations) {
 // CreateQuoteResponse and of the messages it holds, as protovalidate reports them.
 func (x *CreateQuoteResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &CreateQuoteResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// quote
 	{
@@ -252,7 +252,7 @@ func (x *CreateQuoteResponse) ValidateRules(v *pbvalidate.Violations) {
 // GetQuoteRequest and of the messages it holds, as protovalidate reports them.
 func (x *GetQuoteRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &GetQuoteRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// id
 	{
@@ -271,7 +271,7 @@ func (x *GetQuoteRequest) ValidateRules(v *pbvalidate.Violations) {
 // GetQuoteResponse and of the messages it holds, as protovalidate reports them.
 func (x *GetQuoteResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &GetQuoteResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// quote
 	{
@@ -287,7 +287,7 @@ func (x *GetQuoteResponse) ValidateRules(v *pbvalidate.Violations) {
 // ListQuotesRequest and of the messages it holds, as protovalidate reports them.
 func (x *ListQuotesRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &ListQuotesRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// customer_id
 	{
@@ -325,7 +325,7 @@ func (x *ListQuotesRequest) ValidateRules(v *pbvalidate.Violations) {
 // ListQuotesResponse and of the messages it holds, as protovalidate reports them.
 func (x *ListQuotesResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &ListQuotesResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// quotes
 	{
@@ -341,7 +341,7 @@ func (x *ListQuotesResponse) ValidateRules(v *pbvalidate.Violations) {
 // SubmitQuoteRequest and of the messages it holds, as protovalidate reports them.
 func (x *SubmitQuoteRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &SubmitQuoteRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// id
 	{
@@ -360,7 +360,7 @@ func (x *SubmitQuoteRequest) ValidateRules(v *pbvalidate.Violations) {
 // SubmitQuoteResponse and of the messages it holds, as protovalidate reports them.
 func (x *SubmitQuoteResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &SubmitQuoteResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// quote
 	{
@@ -376,7 +376,7 @@ func (x *SubmitQuoteResponse) ValidateRules(v *pbvalidate.Violations) {
 // ApproveQuoteRequest and of the messages it holds, as protovalidate reports them.
 func (x *ApproveQuoteRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &ApproveQuoteRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// id
 	{
@@ -403,7 +403,7 @@ func (x *ApproveQuoteRequest) ValidateRules(v *pbvalidate.Violations) {
 // ApproveQuoteResponse and of the messages it holds, as protovalidate reports them.
 func (x *ApproveQuoteResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &ApproveQuoteResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// quote
 	{
@@ -419,7 +419,7 @@ func (x *ApproveQuoteResponse) ValidateRules(v *pbvalidate.Violations) {
 // RejectQuoteRequest and of the messages it holds, as protovalidate reports them.
 func (x *RejectQuoteRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &RejectQuoteRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// id
 	{
@@ -446,7 +446,7 @@ func (x *RejectQuoteRequest) ValidateRules(v *pbvalidate.Violations) {
 // RejectQuoteResponse and of the messages it holds, as protovalidate reports them.
 func (x *RejectQuoteResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &RejectQuoteResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// quote
 	{
@@ -462,7 +462,7 @@ func (x *RejectQuoteResponse) ValidateRules(v *pbvalidate.Violations) {
 // ConvertQuoteRequest and of the messages it holds, as protovalidate reports them.
 func (x *ConvertQuoteRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &ConvertQuoteRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// id
 	{
@@ -489,7 +489,7 @@ func (x *ConvertQuoteRequest) ValidateRules(v *pbvalidate.Violations) {
 // ConvertQuoteResponse and of the messages it holds, as protovalidate reports them.
 func (x *ConvertQuoteResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &ConvertQuoteResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// order
 	{
@@ -513,7 +513,7 @@ func (x *ConvertQuoteResponse) ValidateRules(v *pbvalidate.Violations) {
 // CreateOrderRequest and of the messages it holds, as protovalidate reports them.
 func (x *CreateOrderRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &CreateOrderRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// order
 	{
@@ -531,7 +531,7 @@ func (x *CreateOrderRequest) ValidateRules(v *pbvalidate.Violations) {
 // CreateOrderResponse and of the messages it holds, as protovalidate reports them.
 func (x *CreateOrderResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &CreateOrderResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// order
 	{
@@ -547,7 +547,7 @@ func (x *CreateOrderResponse) ValidateRules(v *pbvalidate.Violations) {
 // GetOrderRequest and of the messages it holds, as protovalidate reports them.
 func (x *GetOrderRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &GetOrderRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// id
 	{
@@ -566,7 +566,7 @@ func (x *GetOrderRequest) ValidateRules(v *pbvalidate.Violations) {
 // GetOrderResponse and of the messages it holds, as protovalidate reports them.
 func (x *GetOrderResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &GetOrderResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// order
 	{
@@ -582,7 +582,7 @@ func (x *GetOrderResponse) ValidateRules(v *pbvalidate.Violations) {
 // ListOrdersRequest and of the messages it holds, as protovalidate reports them.
 func (x *ListOrdersRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &ListOrdersRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// customer_id
 	{
@@ -636,7 +636,7 @@ func (x *ListOrdersRequest) ValidateRules(v *pbvalidate.Violations) {
 // ListOrdersResponse and of the messages it holds, as protovalidate reports them.
 func (x *ListOrdersResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &ListOrdersResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// orders
 	{
@@ -652,7 +652,7 @@ func (x *ListOrdersResponse) ValidateRules(v *pbvalidate.Violations) {
 // CancelOrderRequest and of the messages it holds, as protovalidate reports them.
 func (x *CancelOrderRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &CancelOrderRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// id
 	{
@@ -679,7 +679,7 @@ func (x *CancelOrderRequest) ValidateRules(v *pbvalidate.Violations) {
 // CancelOrderResponse and of the messages it holds, as protovalidate reports them.
 func (x *CancelOrderResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &CancelOrderResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// order
 	{
@@ -695,7 +695,7 @@ func (x *CancelOrderResponse) ValidateRules(v *pbvalidate.Violations) {
 // ReleaseOrderRequest and of the messages it holds, as protovalidate reports them.
 func (x *ReleaseOrderRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &ReleaseOrderRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// id
 	{
@@ -722,7 +722,7 @@ func (x *ReleaseOrderRequest) ValidateRules(v *pbvalidate.Violations) {
 // ReleaseOrderResponse and of the messages it holds, as protovalidate reports them.
 func (x *ReleaseOrderResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &ReleaseOrderResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// order
 	{
@@ -738,7 +738,7 @@ func (x *ReleaseOrderResponse) ValidateRules(v *pbvalidate.Violations) {
 // GetOrderTimelineRequest and of the messages it holds, as protovalidate reports them.
 func (x *GetOrderTimelineRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &GetOrderTimelineRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// id
 	{
@@ -757,7 +757,7 @@ func (x *GetOrderTimelineRequest) ValidateRules(v *pbvalidate.Violations) {
 // TimelineEntry and of the messages it holds, as protovalidate reports them.
 func (x *TimelineEntry) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &TimelineEntry{} // as protovalidate, which reads a nil message as an empty one
 	}
 }
 
@@ -765,7 +765,7 @@ func (x *TimelineEntry) ValidateRules(v *pbvalidate.Violations) {
 // GetOrderTimelineResponse and of the messages it holds, as protovalidate reports them.
 func (x *GetOrderTimelineResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &GetOrderTimelineResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 }
 

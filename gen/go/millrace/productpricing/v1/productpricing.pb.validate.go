@@ -12,7 +12,7 @@ import (
 // UnitConversion and of the messages it holds, as protovalidate reports them.
 func (x *UnitConversion) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &UnitConversion{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// unit
 	{
@@ -38,7 +38,7 @@ func (x *UnitConversion) ValidateRules(v *pbvalidate.Violations) {
 // Product and of the messages it holds, as protovalidate reports them.
 func (x *Product) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &Product{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// sku
 	{
@@ -129,7 +129,7 @@ func (x *Product) ValidateRules(v *pbvalidate.Violations) {
 // CreateProductRequest and of the messages it holds, as protovalidate reports them.
 func (x *CreateProductRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &CreateProductRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// product
 	{
@@ -147,7 +147,7 @@ func (x *CreateProductRequest) ValidateRules(v *pbvalidate.Violations) {
 // CreateProductResponse and of the messages it holds, as protovalidate reports them.
 func (x *CreateProductResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &CreateProductResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// product
 	{
@@ -163,7 +163,7 @@ func (x *CreateProductResponse) ValidateRules(v *pbvalidate.Violations) {
 // GetProductRequest and of the messages it holds, as protovalidate reports them.
 func (x *GetProductRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &GetProductRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// sku
 	{
@@ -182,7 +182,7 @@ func (x *GetProductRequest) ValidateRules(v *pbvalidate.Violations) {
 // GetProductResponse and of the messages it holds, as protovalidate reports them.
 func (x *GetProductResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &GetProductResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// product
 	{
@@ -198,7 +198,7 @@ func (x *GetProductResponse) ValidateRules(v *pbvalidate.Violations) {
 // ListProductsRequest and of the messages it holds, as protovalidate reports them.
 func (x *ListProductsRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &ListProductsRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// page_size
 	{
@@ -244,7 +244,7 @@ func (x *ListProductsRequest) ValidateRules(v *pbvalidate.Violations) {
 // ListProductsResponse and of the messages it holds, as protovalidate reports them.
 func (x *ListProductsResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &ListProductsResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// products
 	{
@@ -260,7 +260,7 @@ func (x *ListProductsResponse) ValidateRules(v *pbvalidate.Violations) {
 // UpdateProductRequest and of the messages it holds, as protovalidate reports them.
 func (x *UpdateProductRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &UpdateProductRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// product
 	{
@@ -285,7 +285,7 @@ func (x *UpdateProductRequest) ValidateRules(v *pbvalidate.Violations) {
 // UpdateProductResponse and of the messages it holds, as protovalidate reports them.
 func (x *UpdateProductResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &UpdateProductResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// product
 	{
@@ -301,7 +301,7 @@ func (x *UpdateProductResponse) ValidateRules(v *pbvalidate.Violations) {
 // UpsertProductByExternalRefRequest and of the messages it holds, as protovalidate reports them.
 func (x *UpsertProductByExternalRefRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &UpsertProductByExternalRefRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// external_ref
 	{
@@ -329,7 +329,7 @@ func (x *UpsertProductByExternalRefRequest) ValidateRules(v *pbvalidate.Violatio
 // UpsertProductByExternalRefResponse and of the messages it holds, as protovalidate reports them.
 func (x *UpsertProductByExternalRefResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &UpsertProductByExternalRefResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// product
 	{
@@ -345,7 +345,7 @@ func (x *UpsertProductByExternalRefResponse) ValidateRules(v *pbvalidate.Violati
 // ConvertQuantityRequest and of the messages it holds, as protovalidate reports them.
 func (x *ConvertQuantityRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &ConvertQuantityRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// sku
 	{
@@ -380,7 +380,7 @@ func (x *ConvertQuantityRequest) ValidateRules(v *pbvalidate.Violations) {
 // ConvertQuantityResponse and of the messages it holds, as protovalidate reports them.
 func (x *ConvertQuantityResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &ConvertQuantityResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// quantity
 	{
@@ -404,7 +404,7 @@ func (x *ConvertQuantityResponse) ValidateRules(v *pbvalidate.Violations) {
 // QuantityBreak and of the messages it holds, as protovalidate reports them.
 func (x *QuantityBreak) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &QuantityBreak{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// min_quantity
 	{
@@ -424,7 +424,7 @@ func (x *QuantityBreak) ValidateRules(v *pbvalidate.Violations) {
 // PriceEntry and of the messages it holds, as protovalidate reports them.
 func (x *PriceEntry) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &PriceEntry{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// sku
 	{
@@ -466,7 +466,7 @@ func (x *PriceEntry) ValidateRules(v *pbvalidate.Violations) {
 // PriceList and of the messages it holds, as protovalidate reports them.
 func (x *PriceList) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &PriceList{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// name
 	{
@@ -535,7 +535,7 @@ func (x *PriceList) ValidateRules(v *pbvalidate.Violations) {
 // CreatePriceListRequest and of the messages it holds, as protovalidate reports them.
 func (x *CreatePriceListRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &CreatePriceListRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// price_list
 	{
@@ -553,7 +553,7 @@ func (x *CreatePriceListRequest) ValidateRules(v *pbvalidate.Violations) {
 // CreatePriceListResponse and of the messages it holds, as protovalidate reports them.
 func (x *CreatePriceListResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &CreatePriceListResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// price_list
 	{
@@ -569,7 +569,7 @@ func (x *CreatePriceListResponse) ValidateRules(v *pbvalidate.Violations) {
 // GetPriceListRequest and of the messages it holds, as protovalidate reports them.
 func (x *GetPriceListRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &GetPriceListRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// id
 	{
@@ -588,7 +588,7 @@ func (x *GetPriceListRequest) ValidateRules(v *pbvalidate.Violations) {
 // GetPriceListResponse and of the messages it holds, as protovalidate reports them.
 func (x *GetPriceListResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &GetPriceListResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// price_list
 	{
@@ -604,7 +604,7 @@ func (x *GetPriceListResponse) ValidateRules(v *pbvalidate.Violations) {
 // ListPriceListsRequest and of the messages it holds, as protovalidate reports them.
 func (x *ListPriceListsRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &ListPriceListsRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// page_size
 	{
@@ -640,7 +640,7 @@ func (x *ListPriceListsRequest) ValidateRules(v *pbvalidate.Violations) {
 // ListPriceListsResponse and of the messages it holds, as protovalidate reports them.
 func (x *ListPriceListsResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &ListPriceListsResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// price_lists
 	{
@@ -656,7 +656,7 @@ func (x *ListPriceListsResponse) ValidateRules(v *pbvalidate.Violations) {
 // UpdatePriceListRequest and of the messages it holds, as protovalidate reports them.
 func (x *UpdatePriceListRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &UpdatePriceListRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// price_list
 	{
@@ -681,7 +681,7 @@ func (x *UpdatePriceListRequest) ValidateRules(v *pbvalidate.Violations) {
 // UpdatePriceListResponse and of the messages it holds, as protovalidate reports them.
 func (x *UpdatePriceListResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &UpdatePriceListResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// price_list
 	{
@@ -697,7 +697,7 @@ func (x *UpdatePriceListResponse) ValidateRules(v *pbvalidate.Violations) {
 // DeletePriceListRequest and of the messages it holds, as protovalidate reports them.
 func (x *DeletePriceListRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &DeletePriceListRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// id
 	{
@@ -724,7 +724,7 @@ func (x *DeletePriceListRequest) ValidateRules(v *pbvalidate.Violations) {
 // DeletePriceListResponse and of the messages it holds, as protovalidate reports them.
 func (x *DeletePriceListResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &DeletePriceListResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 }
 
@@ -732,7 +732,7 @@ func (x *DeletePriceListResponse) ValidateRules(v *pbvalidate.Violations) {
 // SimulationLine and of the messages it holds, as protovalidate reports them.
 func (x *SimulationLine) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &SimulationLine{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// sku
 	{
@@ -761,7 +761,7 @@ func (x *SimulationLine) ValidateRules(v *pbvalidate.Violations) {
 // SimulatePricesRequest and of the messages it holds, as protovalidate reports them.
 func (x *SimulatePricesRequest) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &SimulatePricesRequest{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// customer_id
 	{
@@ -800,7 +800,7 @@ func (x *SimulatePricesRequest) ValidateRules(v *pbvalidate.Violations) {
 // PricedLine and of the messages it holds, as protovalidate reports them.
 func (x *PricedLine) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &PricedLine{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// quantity
 	{
@@ -840,7 +840,7 @@ func (x *PricedLine) ValidateRules(v *pbvalidate.Violations) {
 // SimulatePricesResponse and of the messages it holds, as protovalidate reports them.
 func (x *SimulatePricesResponse) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &SimulatePricesResponse{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// lines
 	{

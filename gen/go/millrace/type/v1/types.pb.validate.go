@@ -12,7 +12,7 @@ import (
 // Money and of the messages it holds, as protovalidate reports them.
 func (x *Money) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &Money{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// currency_code
 	{
@@ -32,7 +32,7 @@ func (x *Money) ValidateRules(v *pbvalidate.Violations) {
 // Quantity and of the messages it holds, as protovalidate reports them.
 func (x *Quantity) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &Quantity{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// value
 	{
@@ -52,7 +52,7 @@ func (x *Quantity) ValidateRules(v *pbvalidate.Violations) {
 // ExternalRef and of the messages it holds, as protovalidate reports them.
 func (x *ExternalRef) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &ExternalRef{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// system
 	{
@@ -77,7 +77,7 @@ func (x *ExternalRef) ValidateRules(v *pbvalidate.Violations) {
 // Address and of the messages it holds, as protovalidate reports them.
 func (x *Address) ValidateRules(v *pbvalidate.Violations) {
 	if x == nil {
-		return
+		x = &Address{} // as protovalidate, which reads a nil message as an empty one
 	}
 	// lines
 	{

@@ -68,3 +68,31 @@ func TestPatternIsRegexp(t *testing.T) {
 		}
 	}
 }
+
+// FuzzPattern checks the DFA against package regexp on the contracts'
+// kinds of patterns and any input.
+func FuzzPattern(f *testing.F) {
+	patterns := []string{
+		`^[A-Z]{3}$`,
+		`^-?(0|[1-9][0-9]{0,14})(\.[0-9]{1,6})?$`,
+		`^[A-Za-z0-9._]{1,200}\*?$`,
+		`^([^@\s]+@[^@\s]+\.[^@\s]+)?$`,
+		`(?i)^eu|na$`,
+		`a.c`,
+	}
+	compiled := make([]*Pattern, len(patterns))
+	res := make([]*regexp.Regexp, len(patterns))
+	for i, p := range patterns {
+		compiled[i], res[i] = MustCompile(p), regexp.MustCompile(p)
+	}
+	for _, s := range []string{"", "EUR", "eur", "12.50", "-0.000001", "01", "a@b.c", "a@b", "NA", "abc", "a\nc", "日本", "x\x80y"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		for i, p := range compiled {
+			if got, want := p.MatchString(s), res[i].MatchString(s); got != want {
+				t.Fatalf("%q on %q: %v, regexp says %v", patterns[i], s, got, want)
+			}
+		}
+	})
+}

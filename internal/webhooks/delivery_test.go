@@ -25,7 +25,8 @@ func TestFlakyReceiverGetsEveryEventOnceInOrder(t *testing.T) {
 
 	var (
 		mu           sync.Mutex
-		retryAfterID string // the delivery answered 429 with Retry-After: 1
+		retryAfterID string             // the delivery answered 429 with Retry-After: 1
+		scriptOf     = map[string]int{} // webhook-id → its script, in order of first sight
 	)
 	rc := newReceiver(t, nil)
 	rc.decide = func(r *http.Request, id string, attempt int) answer {
@@ -40,14 +41,19 @@ func TestFlakyReceiverGetsEveryEventOnceInOrder(t *testing.T) {
 			}
 			return answer{code: http.StatusOK}
 		}
-		// Every other delivery walks through the failure modes, keyed by
-		// its webhook-id so each aggregate sees a different mix.
+		// Every other delivery walks through one of the failure modes, in
+		// turn as deliveries first arrive, so that each mode is met.
+		n, ok := scriptOf[id]
+		if !ok {
+			n = len(scriptOf)
+			scriptOf[id] = n
+		}
 		script := [][]answer{
 			{{code: 500}, {hang: true}, {code: 302, location: rc.srv.URL + "/elsewhere"}, {code: 200}},
 			{{code: 503, retryAfter: "0"}, {code: 200}},
 			{{hang: true}, {code: 404}, {code: 200}},
 			{{code: 200}},
-		}[int(id[len(id)-1])%4]
+		}[n%4]
 		return script[min(attempt, len(script))-1]
 	}
 	sub, secret := createSub(t, d, rc.url())

@@ -108,34 +108,53 @@ func (s *KeyStore) Reissue(id string) (*integrationv1.ApiKey, string, error) {
 		return nil, "", err
 	}
 	sum := sha256.Sum256([]byte(secret))
+	out, err := s.change(id, func(rec *storedKey) error {
+		if rec.key.GetRevokeTime() != nil {
+			return fmt.Errorf("api key %s was revoked", id)
+		}
+		rec.hash = sum[:]
+		return nil
+	})
+	if err == nil && out == nil {
+		err = fmt.Errorf("api key %s does not exist", id)
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	return out, secret, nil
+}
+
+// change rewrites the record of key id with what fn makes of it and
+// forgets every verified key, so that the change holds at once in this
+// process. It returns nil, nil for an unknown id.
+func (s *KeyStore) change(id string, fn func(rec *storedKey) error) (*integrationv1.ApiKey, error) {
 	var out *integrationv1.ApiKey
-	err = s.db.Update(func(tx *bbolt.Tx) error {
+	err := s.db.Update(func(tx *bbolt.Tx) error {
 		bk := tx.Bucket(BucketAPIKeys)
 		v := bk.Get([]byte(id))
 		if v == nil {
-			return fmt.Errorf("api key %s does not exist", id)
+			return nil
 		}
 		rec, err := decodeKey(v)
 		if err != nil {
 			return err
 		}
-		if rec.key.GetRevokeTime() != nil {
-			return fmt.Errorf("api key %s was revoked", id)
+		if err := fn(rec); err != nil {
+			return err
 		}
-		b, err := encodeKey(sum[:], rec.key)
+		b, err := encodeKey(rec.hash, rec.key)
 		if err != nil {
 			return err
 		}
 		out = rec.key
 		return bk.Put([]byte(id), b)
 	})
-	if err != nil {
-		return nil, "", err
+	if err == nil && out != nil {
+		s.mu.Lock()
+		s.cache = map[[32]byte]cachedKey{}
+		s.mu.Unlock()
 	}
-	s.mu.Lock()
-	s.cache = map[[32]byte]cachedKey{}
-	s.mu.Unlock()
-	return out, secret, nil
+	return out, err
 }
 
 // Import stores a key whose secret the operator chose (MILLRACE_ADMIN_KEY).
@@ -280,33 +299,12 @@ func (s *KeyStore) List(afterID string, limit int, includeRevoked bool) (keys []
 
 // Revoke marks a key revoked. It returns nil, nil for an unknown id.
 func (s *KeyStore) Revoke(id string) (*integrationv1.ApiKey, error) {
-	var out *integrationv1.ApiKey
-	err := s.db.Update(func(tx *bbolt.Tx) error {
-		bk := tx.Bucket(BucketAPIKeys)
-		v := bk.Get([]byte(id))
-		if v == nil {
-			return nil
-		}
-		rec, err := decodeKey(v)
-		if err != nil {
-			return err
-		}
+	return s.change(id, func(rec *storedKey) error {
 		if rec.key.RevokeTime == nil {
 			rec.key.RevokeTime = timestamppb.New(s.now())
 		}
-		b, err := encodeKey(rec.hash, rec.key)
-		if err != nil {
-			return err
-		}
-		out = rec.key
-		return bk.Put([]byte(id), b)
+		return nil
 	})
-	if err == nil && out != nil {
-		s.mu.Lock()
-		s.cache = map[[32]byte]cachedKey{}
-		s.mu.Unlock()
-	}
-	return out, err
 }
 
 // Count returns the number of keys, revoked included.

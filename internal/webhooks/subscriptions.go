@@ -137,7 +137,20 @@ func (d *Dispatcher) CreateSubscription(ctx context.Context, in *integrationv1.S
 // delivered, and no previous secret keeps signing. Creating a second
 // subscription instead would send every event twice.
 func (d *Dispatcher) reissueSecret(id string) (*integrationv1.Subscription, string, error) {
+	sub, secret, _, err := d.newSigningSecret(id, false)
+	return sub, secret, err
+}
+
+// newSigningSecret gives subscription id a new signing secret and returns
+// it. With overlap the current secret keeps signing beside it until the
+// returned time; without, it stops at once. Deliveries read the secrets
+// from the store, so nothing else needs telling.
+func (d *Dispatcher) newSigningSecret(id string, overlap bool) (*integrationv1.Subscription, string, time.Time, error) {
 	secret := newSecret()
+	var expire time.Time
+	if overlap {
+		expire = time.Now().UTC().Add(d.opts.SecretOverlap)
+	}
 	var out *integrationv1.Subscription
 	err := d.db.Update(func(tx *bbolt.Tx) error {
 		s, err := getSub(tx, id)
@@ -147,16 +160,18 @@ func (d *Dispatcher) reissueSecret(id string) (*integrationv1.Subscription, stri
 		if s == nil {
 			return &NotFoundError{"subscription", id}
 		}
-		s.secret = seal(d.aead, id, secret)
 		s.prevSecret, s.prevExpire = nil, time.Time{}
+		if overlap {
+			s.prevSecret, s.prevExpire = s.secret, expire
+		}
+		s.secret = seal(d.aead, id, secret)
 		out = s.pb
 		return putSub(tx, s)
 	})
 	if err != nil {
-		return nil, "", err
+		return nil, "", time.Time{}, err
 	}
-	d.syncSub(id, false)
-	return out, secret, nil
+	return out, secret, expire, nil
 }
 
 // GetSubscription returns one subscription.
@@ -355,24 +370,8 @@ func (d *Dispatcher) DeleteSubscription(_ context.Context, id string) error {
 // until the returned time, so receivers can switch without losing a
 // message; a second rotation within that window retires the oldest secret.
 func (d *Dispatcher) RotateSecret(_ context.Context, id string) (string, time.Time, error) {
-	secret := newSecret()
-	expire := time.Now().UTC().Add(d.opts.SecretOverlap)
-	err := d.db.Update(func(tx *bbolt.Tx) error {
-		s, err := getSub(tx, id)
-		if err != nil {
-			return err
-		}
-		if s == nil {
-			return &NotFoundError{"subscription", id}
-		}
-		s.prevSecret, s.prevExpire = s.secret, expire
-		s.secret = seal(d.aead, id, secret)
-		return putSub(tx, s)
-	})
-	if err != nil {
-		return "", time.Time{}, err
-	}
-	return secret, expire, nil
+	_, secret, expire, err := d.newSigningSecret(id, true)
+	return secret, expire, err
 }
 
 // SendTestEvent sends a synthetic event of type TestEventType to the

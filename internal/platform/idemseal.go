@@ -93,56 +93,50 @@ func openAnswer(bearer, scope, key string, sealed []byte) ([]byte, error) {
 
 // holdsSecret reports whether m has a debug_redact field set, at any depth.
 func holdsSecret(m protoreflect.Message) bool {
-	if !mayHoldSecret(m.Descriptor()) {
-		return false
-	}
 	found := false
-	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-		switch {
-		case redacted(fd):
-			found = true
-		case fd.IsList() && fd.Message() != nil:
-			l := v.List()
-			for i := 0; i < l.Len() && !found; i++ {
-				found = holdsSecret(l.Get(i).Message())
-			}
-		case fd.IsMap() && fd.MapValue().Message() != nil:
-			v.Map().Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool {
-				found = holdsSecret(mv.Message())
-				return !found
-			})
-		case fd.Message() != nil && !fd.IsList() && !fd.IsMap():
-			found = holdsSecret(v.Message())
-		}
-		return !found
+	eachSecret(m, func(protoreflect.Message, protoreflect.FieldDescriptor) bool {
+		found = true
+		return false
 	})
 	return found
 }
 
 // clearSecrets clears every debug_redact field of m, at any depth.
 func clearSecrets(m protoreflect.Message) {
+	eachSecret(m, func(owner protoreflect.Message, fd protoreflect.FieldDescriptor) bool {
+		owner.Clear(fd)
+		return true
+	})
+}
+
+// eachSecret calls visit with every set debug_redact field of m and the
+// message holding it, at any depth, until visit returns false. It reports
+// whether to go on.
+func eachSecret(m protoreflect.Message, visit func(owner protoreflect.Message, fd protoreflect.FieldDescriptor) bool) bool {
 	if !mayHoldSecret(m.Descriptor()) {
-		return
+		return true
 	}
+	more := true
 	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
 		switch {
 		case redacted(fd):
-			m.Clear(fd)
+			more = visit(m, fd)
 		case fd.IsList() && fd.Message() != nil:
 			l := v.List()
-			for i := 0; i < l.Len(); i++ {
-				clearSecrets(l.Get(i).Message())
+			for i := 0; i < l.Len() && more; i++ {
+				more = eachSecret(l.Get(i).Message(), visit)
 			}
 		case fd.IsMap() && fd.MapValue().Message() != nil:
 			v.Map().Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool {
-				clearSecrets(mv.Message())
-				return true
+				more = eachSecret(mv.Message(), visit)
+				return more
 			})
-		case fd.Message() != nil && !fd.IsList() && !fd.IsMap():
-			clearSecrets(v.Message())
+		case fd.Message() != nil:
+			more = eachSecret(v.Message(), visit)
 		}
-		return true
+		return more
 	})
+	return more
 }
 
 func redacted(fd protoreflect.FieldDescriptor) bool {

@@ -26,6 +26,41 @@ type store struct {
 	notify func()
 	// supplies is the read transactions' supply cache (supplycache.go).
 	supplies *supplyCache
+	// shared is the state of the write transaction running now, or of the
+	// last one. Only functions inside a write transaction touch it, and
+	// bbolt runs those one at a time.
+	shared *txShared
+}
+
+// txShared is what the functions of one write transaction share. A group
+// commit runs many requests' functions in one bbolt transaction, one after
+// another, and each would otherwise decode the same sites, balances and
+// supply again. What it holds is exactly what decoding the transaction's
+// current state would give: the transaction's own writes (putSite,
+// putBalance, putPlan, addHardDemand, addSoftDemand) keep it so, and a
+// function that fails spoils it, since the whole transaction is then
+// rolled back and its functions run again in a new one.
+type txShared struct {
+	tx       *bbolt.Tx
+	spoiled  bool
+	sites    map[string]*siteInfo    // nil values: no such site
+	supplies map[string][]itemSupply // by SKU; never changed in place
+	balances map[string]*balance     // by itemKey; nil values: no balance
+}
+
+// sharedFor returns the shared state of tx, starting it on the
+// transaction's first function.
+func (s *store) sharedFor(tx *bbolt.Tx) *txShared {
+	if w := s.shared; w != nil && w.tx == tx && !w.spoiled {
+		return w
+	}
+	s.shared = &txShared{
+		tx:       tx,
+		sites:    map[string]*siteInfo{},
+		supplies: map[string][]itemSupply{},
+		balances: map[string]*balance{},
+	}
+	return s.shared
 }
 
 func newStore(db *storage.DB, notify func()) *store {
@@ -39,6 +74,9 @@ type storeTx struct {
 	emitted int
 	// supplies is the supply cache, in a read-only transaction only.
 	supplies *supplyCache
+	// shared is the write transaction's shared state, in a write
+	// transaction only.
+	shared *txShared
 	// sites memoizes decoded sites for this transaction; putSite forgets
 	// the one it writes. nil values are sites that do not exist.
 	sites map[string]*siteInfo
@@ -50,9 +88,18 @@ func (s *store) view(ctx context.Context, fn func(txn) error) error {
 
 // update uses group commit: concurrent writers share one fsync.
 func (s *store) update(ctx context.Context, fn func(txn) error) error {
-	return s.db.BatchEmit(s.notify, func(tx *bbolt.Tx) (bool, error) {
-		t := &storeTx{ctx: ctx, tx: tx}
-		err := fn(t)
+	return s.db.BatchEmit(s.notify, func(tx *bbolt.Tx) (emitted bool, err error) {
+		w := s.sharedFor(tx)
+		t := &storeTx{ctx: ctx, tx: tx, shared: w, sites: w.sites}
+		done := false
+		defer func() {
+			// An error or a panic rolls the transaction back.
+			if !done || err != nil {
+				w.spoiled = true
+			}
+		}()
+		err = fn(t)
+		done = true
 		return t.emitted > 0, err
 	})
 }
@@ -160,6 +207,10 @@ func (t *storeTx) putSite(s *fulfillmentv1.Site) error {
 		return err
 	}
 	delete(t.sites, s.GetId())
+	if t.shared != nil {
+		// Supplies carry their sites' transit days.
+		clear(t.shared.supplies)
+	}
 	return ixSitesByRegion.Put(t.tx, storage.KeyStrings(s.GetRegion()), []byte(s.GetId()))
 }
 
@@ -181,15 +232,47 @@ func (t *storeTx) scanSites(region, afterID string, fn func(*fulfillmentv1.Site)
 // ---------------------------------------------------------------------------
 // Balances and the ledger.
 
+// balance returns the balance of an item, nil when it has none. The
+// caller owns the copy it gets.
 func (t *storeTx) balance(siteID, sku string) (*balance, error) {
-	return getRecord[balance](t.tx, bucketBalances, itemKey(siteID, sku))
+	if t.shared == nil {
+		return getRecord[balance](t.tx, bucketBalances, itemKey(siteID, sku))
+	}
+	key := string(itemKey(siteID, sku))
+	b, ok := t.shared.balances[key]
+	if !ok {
+		var err error
+		if b, err = getRecord[balance](t.tx, bucketBalances, []byte(key)); err != nil {
+			return nil, err
+		}
+		t.shared.balances[key] = b
+	}
+	if b == nil {
+		return nil, nil
+	}
+	c := *b
+	return &c, nil
 }
 
 func (t *storeTx) putBalance(b *balance) error {
-	if err := putJSON(t.tx.Bucket(bucketBalances), itemKey(b.SiteID, b.SKU), b); err != nil {
+	key := itemKey(b.SiteID, b.SKU)
+	if err := putJSON(t.tx.Bucket(bucketBalances), key, b); err != nil {
 		return err
 	}
-	return ixBalancesBySKU.Put(t.tx, storage.KeyStrings(b.SKU), []byte(b.SiteID))
+	if err := ixBalancesBySKU.Put(t.tx, storage.KeyStrings(b.SKU), []byte(b.SiteID)); err != nil {
+		return err
+	}
+	if t.shared != nil {
+		// As a decode of what was just written would give it back.
+		c := *b
+		c.UpdateTime = c.UpdateTime.Round(0).UTC()
+		t.shared.balances[string(key)] = &c
+		t.shared.changeSupply(b.SKU, b.SiteID, func(it *itemSupply) error {
+			it.unit, it.onHand = b.Unit, num(b.OnHand)
+			return nil
+		})
+	}
+	return nil
 }
 
 func (t *storeTx) scanBalances(siteID, sku, afterSite, afterSKU string, fn func(*balance) bool) error {
@@ -314,6 +397,12 @@ func (t *storeTx) putPlan(old, p *supplyPlan) error {
 	if err := putJSON(t.tx.Bucket(bucketPlans), []byte(p.ID), p); err != nil {
 		return err
 	}
+	if t.shared != nil {
+		delete(t.shared.supplies, p.SKU)
+		if old != nil {
+			delete(t.shared.supplies, old.SKU)
+		}
+	}
 	wasOpen := old != nil && num(old.Open).Sign() > 0
 	isOpen := num(p.Open).Sign() > 0
 	if wasOpen == isOpen {
@@ -375,9 +464,20 @@ func (t *storeTx) scanOpenPlans(sku, siteID string, afterDue time.Time, afterID 
 // ---------------------------------------------------------------------------
 // Supply and demand.
 
-// supply serves a read-only transaction from the supply cache; a write
-// transaction always decodes.
+// supply serves a read-only transaction from the supply cache and a write
+// transaction from its shared state.
 func (t *storeTx) supply(sku string) ([]itemSupply, error) {
+	if w := t.shared; w != nil {
+		if items, ok := w.supplies[sku]; ok {
+			return items, nil
+		}
+		items, err := t.readSupply(sku)
+		if err != nil {
+			return nil, err
+		}
+		w.supplies[sku] = items
+		return items, nil
+	}
 	if t.supplies == nil {
 		return t.readSupply(sku)
 	}
@@ -444,29 +544,66 @@ func (t *storeTx) readSupply(sku string) ([]itemSupply, error) {
 		}); err != nil {
 			return nil, err
 		}
-		if err := scanBucket(t.tx.Bucket(bucketHardDemand), key, nil, func(k, v []byte) (bool, error) {
-			parts, err := storage.SplitKey(k)
-			if err != nil || len(parts) != 3 {
-				return false, fmt.Errorf("corrupt hard demand key %q", k)
-			}
-			it.hard = append(it.hard, dated{at: timeFromKey(parts[2]), qty: num(string(v))})
-			return true, nil
-		}); err != nil {
+		if it.hard, err = t.hardDemand(key); err != nil {
 			return nil, err
 		}
-		if err := scanBucket(t.tx.Bucket(bucketSoftDemand), key, nil, func(k, v []byte) (bool, error) {
-			parts, err := storage.SplitKey(k)
-			if err != nil || len(parts) != 4 {
-				return false, fmt.Errorf("corrupt soft demand key %q", k)
-			}
-			it.soft = append(it.soft, softDemand{expire: timeFromKey(parts[2]), dated: dated{at: timeFromKey(parts[3]), qty: num(string(v))}})
-			return true, nil
-		}); err != nil {
+		if it.soft, err = t.softDemand(key); err != nil {
 			return nil, err
 		}
 		out = append(out, it)
 	}
 	return out, nil
+}
+
+// hardDemand decodes the hard demand of the item under key, by need date.
+func (t *storeTx) hardDemand(key []byte) ([]dated, error) {
+	var out []dated
+	err := scanBucket(t.tx.Bucket(bucketHardDemand), key, nil, func(k, v []byte) (bool, error) {
+		parts, err := storage.SplitKey(k)
+		if err != nil || len(parts) != 3 {
+			return false, fmt.Errorf("corrupt hard demand key %q", k)
+		}
+		out = append(out, dated{at: timeFromKey(parts[2]), qty: num(string(v))})
+		return true, nil
+	})
+	return out, err
+}
+
+// softDemand decodes the soft demand of the item under key, by expiry
+// then need date.
+func (t *storeTx) softDemand(key []byte) ([]softDemand, error) {
+	var out []softDemand
+	err := scanBucket(t.tx.Bucket(bucketSoftDemand), key, nil, func(k, v []byte) (bool, error) {
+		parts, err := storage.SplitKey(k)
+		if err != nil || len(parts) != 4 {
+			return false, fmt.Errorf("corrupt soft demand key %q", k)
+		}
+		out = append(out, softDemand{expire: timeFromKey(parts[2]), dated: dated{at: timeFromKey(parts[3]), qty: num(string(v))}})
+		return true, nil
+	})
+	return out, err
+}
+
+// changeSupply applies change to a copy of the shared supply of sku at
+// siteID. A supply not decoded yet is left to be; one without the site
+// (the write gave the SKU a new site) is dropped, to be decoded afresh.
+func (w *txShared) changeSupply(sku, siteID string, change func(*itemSupply) error) error {
+	items, ok := w.supplies[sku]
+	if !ok {
+		return nil
+	}
+	i := slices.IndexFunc(items, func(it itemSupply) bool { return it.site.ID == siteID })
+	if i < 0 {
+		delete(w.supplies, sku)
+		return nil
+	}
+	items = slices.Clone(items)
+	if err := change(&items[i]); err != nil {
+		delete(w.supplies, sku)
+		return err
+	}
+	w.supplies[sku] = items
+	return nil
 }
 
 func (t *storeTx) softHeld(siteID, sku string, now time.Time) (*money.Decimal, error) {
@@ -500,11 +637,29 @@ func addDemand(b *bbolt.Bucket, key []byte, delta *money.Decimal) error {
 }
 
 func (t *storeTx) addHardDemand(siteID, sku string, need time.Time, delta *money.Decimal) error {
-	return addDemand(t.tx.Bucket(bucketHardDemand), storage.Key([]byte(siteID), []byte(sku), timeKey(need)), delta)
+	if err := addDemand(t.tx.Bucket(bucketHardDemand), storage.Key([]byte(siteID), []byte(sku), timeKey(need)), delta); err != nil {
+		return err
+	}
+	if t.shared == nil {
+		return nil
+	}
+	return t.shared.changeSupply(sku, siteID, func(it *itemSupply) (err error) {
+		it.hard, err = t.hardDemand(itemKey(siteID, sku))
+		return err
+	})
 }
 
 func (t *storeTx) addSoftDemand(siteID, sku string, expire, need time.Time, delta *money.Decimal) error {
-	return addDemand(t.tx.Bucket(bucketSoftDemand), storage.Key([]byte(siteID), []byte(sku), timeKey(expire), timeKey(need)), delta)
+	if err := addDemand(t.tx.Bucket(bucketSoftDemand), storage.Key([]byte(siteID), []byte(sku), timeKey(expire), timeKey(need)), delta); err != nil {
+		return err
+	}
+	if t.shared == nil {
+		return nil
+	}
+	return t.shared.changeSupply(sku, siteID, func(it *itemSupply) (err error) {
+		it.soft, err = t.softDemand(itemKey(siteID, sku))
+		return err
+	})
 }
 
 // ---------------------------------------------------------------------------

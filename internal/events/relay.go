@@ -256,7 +256,9 @@ func (r *Relay) publish(ctx context.Context, envs []*eventsv1.Envelope) (int, er
 }
 
 // markPublished removes published records and, in the same transaction,
-// reads what is left: the backlog and its oldest record, for the lag.
+// reads what is left: the backlog and its oldest record, for the lag. It
+// joins the store's group commit: a transaction of its own would hold the
+// store's writer for a whole fsync while the service's writers queue.
 func (r *Relay) markPublished(seqs []uint64) (pending int, head []byte, err error) {
 	peek := func(tx *bbolt.Tx) error {
 		pending = storage.OutboxLen(tx)
@@ -272,7 +274,7 @@ func (r *Relay) markPublished(seqs []uint64) (pending int, head []byte, err erro
 	if len(seqs) == 0 {
 		err = r.db.View(peek)
 	} else {
-		err = r.db.Update(func(tx *bbolt.Tx) error {
+		err = r.db.Batch(func(tx *bbolt.Tx) error {
 			if err := storage.MarkPublished(tx, seqs...); err != nil {
 				return err
 			}

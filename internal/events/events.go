@@ -25,6 +25,9 @@ import (
 // SpecVersion is the CloudEvents version of every envelope.
 const SpecVersion = "1.0"
 
+// anyTypePrefix is the type URL prefix of a packed payload.
+const anyTypePrefix = "type.googleapis.com/"
+
 // Source returns the CloudEvents source of a service, for example
 // "/millrace/order".
 func Source(service string) string { return "/millrace/" + service }
@@ -56,10 +59,12 @@ func Append(ctx context.Context, tx *bbolt.Tx, d Draft) (*eventsv1.Envelope, err
 	if err != nil {
 		return nil, fmt.Errorf("events: sequence for %s: %w", d.Subject, err)
 	}
-	data, err := anypb.New(d.Data)
+	payload, err := storage.MarshalProto(d.Data)
 	if err != nil {
 		return nil, fmt.Errorf("events: pack %s: %w", Type(d.Data), err)
 	}
+	// As anypb.New packs it.
+	data := &anypb.Any{TypeUrl: anyTypePrefix + Type(d.Data), Value: payload}
 	env := &eventsv1.Envelope{
 		Id:            ids.New("evt"),
 		Source:        Source(d.Service),
@@ -74,7 +79,7 @@ func Append(ctx context.Context, tx *bbolt.Tx, d Draft) (*eventsv1.Envelope, err
 		Region:        d.Region,
 		Data:          data,
 	}
-	b, err := proto.Marshal(env)
+	b, err := storage.MarshalProto(env)
 	if err != nil {
 		return nil, fmt.Errorf("events: marshal envelope: %w", err)
 	}

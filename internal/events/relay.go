@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"go.etcd.io/bbolt"
-	"google.golang.org/protobuf/proto"
 
 	eventsv1 "github.com/millrace/millrace/gen/go/millrace/events/v1"
 	"github.com/millrace/millrace/internal/storage"
@@ -196,7 +195,7 @@ func (r *Relay) Flush(ctx context.Context) (int, error) {
 	decoded := make([]*eventsv1.Envelope, 0, len(recs))
 	for i, rec := range recs {
 		env := &eventsv1.Envelope{}
-		if err := proto.Unmarshal(rec.Data, env); err != nil {
+		if err := storage.UnmarshalProto(rec.Data, env); err != nil {
 			// A record that cannot be decoded would block the outbox forever;
 			// it is logged with its sequence and skipped.
 			r.log.Error("outbox record is not an event envelope; skipping it", "store", r.db.Name(), "seq", rec.Seq, "err", err)
@@ -296,7 +295,7 @@ func (r *Relay) report(s RelayStats, head []byte) {
 	s.Store = r.db.Name()
 	if head != nil {
 		env := &eventsv1.Envelope{}
-		if proto.Unmarshal(head, env) == nil && env.GetTime() != nil {
+		if storage.UnmarshalProto(head, env) == nil && env.GetTime() != nil {
 			s.Lag = max(r.now().Sub(env.GetTime().AsTime()), 0)
 		}
 	}

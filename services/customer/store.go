@@ -68,7 +68,7 @@ func (t *storeTx) customer(id string) (*customerv1.Customer, error) {
 
 func decodeCustomer(id string, v []byte) (*customerv1.Customer, error) {
 	c := &customerv1.Customer{}
-	if err := proto.Unmarshal(v, c); err != nil {
+	if err := storage.UnmarshalProto(v, c); err != nil {
 		return nil, fmt.Errorf("decode customer %s: %w", id, err)
 	}
 	return c, nil
@@ -173,7 +173,7 @@ func (t *storeTx) putCustomer(old, c *customerv1.Customer) error {
 		return fmt.Errorf("customer store: put without an id")
 	}
 	pk := []byte(c.GetId())
-	b, err := proto.Marshal(c)
+	b, err := storage.MarshalProto(c)
 	if err != nil {
 		return fmt.Errorf("encode customer %s: %w", c.GetId(), err)
 	}
@@ -233,7 +233,7 @@ func (t *storeTx) exposure(accountID string) (*typev1.Money, error) {
 		return nil, nil
 	}
 	m := &typev1.Money{}
-	if err := proto.Unmarshal(v, m); err != nil {
+	if err := storage.UnmarshalProto(v, m); err != nil {
 		return nil, fmt.Errorf("decode exposure of %s: %w", accountID, err)
 	}
 	return m, nil
@@ -244,7 +244,7 @@ func (t *storeTx) setExposure(accountID string, m *typev1.Money) error {
 	if m == nil {
 		return b.Delete([]byte(accountID))
 	}
-	v, err := proto.Marshal(m)
+	v, err := storage.MarshalProto(m)
 	if err != nil {
 		return err
 	}

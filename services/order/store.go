@@ -71,7 +71,7 @@ func (t *storeTx) order(id string) (*orderRecord, error) {
 		return nil, nil
 	}
 	rec := &orderRecord{o: &orderv1.Order{}}
-	if err := proto.Unmarshal(v, rec.o); err != nil {
+	if err := storage.UnmarshalProto(v, rec.o); err != nil {
 		return nil, fmt.Errorf("decode order %s: %w", id, err)
 	}
 	if sv := t.tx.Bucket(bucketOrderState).Get([]byte(id)); sv != nil {
@@ -122,7 +122,7 @@ func (t *storeTx) putOrder(old, rec *orderRecord) error {
 	if o.GetId() == "" || o.GetCreateTime() == nil {
 		return errors.New("order store: an order needs an id and a create time")
 	}
-	b, err := proto.Marshal(o)
+	b, err := storage.MarshalProto(o)
 	if err != nil {
 		return fmt.Errorf("encode order %s: %w", o.GetId(), err)
 	}
@@ -276,7 +276,7 @@ func (t *storeTx) appendTimeline(orderID string, e *orderv1.TimelineEntry) error
 	if err != nil {
 		return err
 	}
-	v, err := proto.Marshal(e)
+	v, err := storage.MarshalProto(e)
 	if err != nil {
 		return fmt.Errorf("encode timeline entry of order %s: %w", orderID, err)
 	}
@@ -289,7 +289,7 @@ func (t *storeTx) timeline(orderID string) ([]*orderv1.TimelineEntry, error) {
 	c := t.tx.Bucket(bucketTimeline).Cursor()
 	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
 		e := &orderv1.TimelineEntry{}
-		if err := proto.Unmarshal(v, e); err != nil {
+		if err := storage.UnmarshalProto(v, e); err != nil {
 			return nil, fmt.Errorf("decode timeline entry of order %s: %w", orderID, err)
 		}
 		out = append(out, e)
@@ -309,7 +309,7 @@ func (t *storeTx) quote(id string) (*quoteRecord, error) {
 		return nil, nil
 	}
 	q := &orderv1.Quote{}
-	if err := proto.Unmarshal(v, q); err != nil {
+	if err := storage.UnmarshalProto(v, q); err != nil {
 		return nil, fmt.Errorf("decode quote %s: %w", id, err)
 	}
 	return &quoteRecord{q: q}, nil
@@ -347,7 +347,7 @@ func (t *storeTx) putQuote(old, rec *quoteRecord) error {
 	if q.GetId() == "" || q.GetCreateTime() == nil {
 		return errors.New("order store: a quote needs an id and a create time")
 	}
-	b, err := proto.Marshal(q)
+	b, err := storage.MarshalProto(q)
 	if err != nil {
 		return fmt.Errorf("encode quote %s: %w", q.GetId(), err)
 	}

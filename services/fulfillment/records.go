@@ -240,6 +240,9 @@ type txn interface {
 	// that the request created id (see idempotency.Attach).
 	attach(id string) error
 	site(id string) (*fulfillmentv1.Site, error)
+	// siteInfo returns a site as availability needs it, nil when there is
+	// no such site, decoding each site once per transaction.
+	siteInfo(id string) (*siteInfo, error)
 	putSite(s *fulfillmentv1.Site) error
 	// scanSites calls fn with sites in id order after afterID, only those
 	// of region when it is set, until fn returns false.

@@ -388,13 +388,17 @@ func changeDemand(tx txn, p auth.Principal, r *reservation, facts map[string]Pro
 				return err
 			}
 		}
-		site, err := tx.site(it.site)
+		site, err := tx.siteInfo(it.site)
 		if err != nil {
 			return err
 		}
+		region := ""
+		if site != nil {
+			region = site.Region
+		}
 		// A soft hold changes soft_held and available, a hard one reserved
 		// and available: either way the balance changed.
-		if err := emitInventory(tx, b, site.GetRegion(), fulfillmentv1.LedgerReason_LEDGER_REASON_RESERVATION, now); err != nil {
+		if err := emitInventory(tx, b, region, fulfillmentv1.LedgerReason_LEDGER_REASON_RESERVATION, now); err != nil {
 			return err
 		}
 	}

@@ -607,8 +607,19 @@ func (w *txShared) changeSupply(sku, siteID string, change func(*itemSupply) err
 }
 
 func (t *storeTx) softHeld(siteID, sku string, now time.Time) (*money.Decimal, error) {
-	prefix := itemKey(siteID, sku)
 	held := money.Zero()
+	if t.shared != nil {
+		items := t.shared.supplies[sku]
+		if i := slices.IndexFunc(items, func(it itemSupply) bool { return it.site.ID == siteID }); i >= 0 {
+			for _, d := range items[i].soft {
+				if d.live(now) {
+					held = money.Add(held, d.qty)
+				}
+			}
+			return held, nil
+		}
+	}
+	prefix := itemKey(siteID, sku)
 	// Holds expiring at or before now are dead even if Run has not got to
 	// them: start just after now.
 	live := append(bytes.Clone(prefix), storage.Key(timeKey(now.Add(time.Nanosecond)))...)

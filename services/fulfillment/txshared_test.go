@@ -42,6 +42,19 @@ func sharedIsFresh(step string, tx *storeTx, siteID, sku string) error {
 	if !reflect.DeepEqual(gotB, wantB) {
 		return fmt.Errorf("%s: shared balance %+v, decoded %+v", step, gotB, wantB)
 	}
+	for _, now := range []time.Time{t0, day(1), day(2)} {
+		got, err := tx.softHeld(siteID, sku, now)
+		if err != nil {
+			return fmt.Errorf("%s: shared soft held: %w", step, err)
+		}
+		want, err := fresh.softHeld(siteID, sku, now)
+		if err != nil {
+			return fmt.Errorf("%s: decoded soft held: %w", step, err)
+		}
+		if got.Cmp(want) != 0 {
+			return fmt.Errorf("%s: soft held at %s: shared %s, decoded %s", step, now, got, want)
+		}
+	}
 	return nil
 }
 

@@ -21,7 +21,6 @@ import (
 	"time"
 
 	"go.etcd.io/bbolt"
-	"google.golang.org/protobuf/proto"
 
 	eventsv1 "github.com/millrace/millrace/gen/go/millrace/events/v1"
 	integrationv1 "github.com/millrace/millrace/gen/go/millrace/integration/v1"
@@ -191,7 +190,7 @@ func (l *Log) ConsumeBatch(_ context.Context, envs []*eventsv1.Envelope) error {
 			l.log.Error("feed: dropping an event without id or type", "id", env.GetId(), "type", env.GetType())
 			continue
 		}
-		data, err := proto.Marshal(env)
+		data, err := storage.MarshalProto(env)
 		if err != nil {
 			return fmt.Errorf("feed: encode event %s: %w", env.GetId(), err)
 		}
@@ -398,7 +397,7 @@ func (l *Log) read(tx *bbolt.Tx, pos uint64, types []string, limit int, visible 
 			continue
 		}
 		env := &eventsv1.Envelope{}
-		if err := proto.Unmarshal(rec.Env, env); err != nil {
+		if err := storage.UnmarshalProto(rec.Env, env); err != nil {
 			return nil, 0, fmt.Errorf("feed: position %d: %w", p, err)
 		}
 		out = append(out, &integrationv1.FeedEvent{Cursor: encodeCursor(l.key, p), Event: env})
@@ -565,7 +564,7 @@ func (l *Log) Range(ctx context.Context, start, end time.Time, visit func(*event
 					return fmt.Errorf("feed: position %d: %w", p, err)
 				}
 				env := &eventsv1.Envelope{}
-				if err := proto.Unmarshal(rec.Env, env); err != nil {
+				if err := storage.UnmarshalProto(rec.Env, env); err != nil {
 					return fmt.Errorf("feed: position %d: %w", p, err)
 				}
 				t := env.GetTime().AsTime()

@@ -5,10 +5,10 @@ import "google.golang.org/protobuf/proto"
 // Records and events stored as protobuf are written and read with the
 // generated methods Millrace's messages carry (protoc-gen-go-vtproto), which
 // skip protobuf reflection, and with the standard library for any other
-// message. What is stored is what this process encoded after validating
-// it, so reading it back skips the UTF-8 check of string fields that
-// proto.Unmarshal makes (the gRPC servers keep that check for requests:
-// see platform.ServerCodec).
+// message. What is stored was checked on its way in (requests by the gRPC
+// servers' decoder, platform.ServerCodec; events from NATS by the standard
+// one in natsbus), so reading it back skips the UTF-8 check of string
+// fields that proto.Unmarshal makes.
 
 type vtMarshaler interface{ MarshalVT() ([]byte, error) }
 

@@ -334,7 +334,7 @@ func bury(tx *bbolt.Tx, dl *delivery, sub *subscription, now time.Time) (string,
 		Delivery:   &integrationv1.Delivery{Id: dl.pb.GetId(), SubscriptionId: dl.pb.GetSubscriptionId()},
 		CreateTime: timestamppb.New(now.UTC()),
 	}
-	b, err := marshalProto(rec)
+	b, err := storage.MarshalProto(rec)
 	if err != nil {
 		return "", err
 	}

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"go.etcd.io/bbolt"
-	"google.golang.org/protobuf/proto"
 
 	eventsv1 "github.com/millrace/millrace/gen/go/millrace/events/v1"
 	integrationv1 "github.com/millrace/millrace/gen/go/millrace/integration/v1"
@@ -109,14 +108,14 @@ func decodeSub(v []byte) (*subscription, error) {
 		return nil, fmt.Errorf("decode subscription: %w", err)
 	}
 	pb := &integrationv1.Subscription{}
-	if err := proto.Unmarshal(r.Sub, pb); err != nil {
+	if err := storage.UnmarshalProto(r.Sub, pb); err != nil {
 		return nil, fmt.Errorf("decode subscription: %w", err)
 	}
 	return &subscription{pb: pb, secret: r.Secret, prevSecret: r.PrevSecret, prevExpire: r.PrevExpire, failingSince: r.FailingSince}, nil
 }
 
 func putSub(tx *bbolt.Tx, s *subscription) error {
-	b, err := proto.Marshal(s.pb)
+	b, err := storage.MarshalProto(s.pb)
 	if err != nil {
 		return err
 	}
@@ -153,21 +152,21 @@ func getDelivery(tx *bbolt.Tx, id string) (*delivery, error) {
 		return nil, fmt.Errorf("decode delivery %s: %w", id, err)
 	}
 	d := &delivery{pb: &integrationv1.Delivery{}, event: &eventsv1.Envelope{}, lane: r.Lane, queue: r.Queue, series: r.Series, deadLetter: r.DeadLetter, test: r.Test}
-	if err := proto.Unmarshal(r.Delivery, d.pb); err != nil {
+	if err := storage.UnmarshalProto(r.Delivery, d.pb); err != nil {
 		return nil, fmt.Errorf("decode delivery %s: %w", id, err)
 	}
-	if err := proto.Unmarshal(r.Event, d.event); err != nil {
+	if err := storage.UnmarshalProto(r.Event, d.event); err != nil {
 		return nil, fmt.Errorf("decode delivery %s: %w", id, err)
 	}
 	return d, nil
 }
 
 func putDelivery(tx *bbolt.Tx, d *delivery) error {
-	db, err := proto.Marshal(d.pb)
+	db, err := storage.MarshalProto(d.pb)
 	if err != nil {
 		return err
 	}
-	eb, err := proto.Marshal(d.event)
+	eb, err := storage.MarshalProto(d.event)
 	if err != nil {
 		return err
 	}
@@ -296,5 +295,3 @@ func laneHead(tx *bbolt.Tx, subID, lane string) string {
 func hasPrefix(k, prefix []byte) bool {
 	return len(k) >= len(prefix) && string(k[:len(prefix)]) == string(prefix)
 }
-
-func marshalProto(m proto.Message) ([]byte, error) { return proto.Marshal(m) }

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"go.etcd.io/bbolt"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -820,7 +819,7 @@ func getDeadLetter(tx *bbolt.Tx, id string) (*integrationv1.DeadLetter, error) {
 		return nil, nil
 	}
 	dlt := &integrationv1.DeadLetter{}
-	if err := proto.Unmarshal(v, dlt); err != nil {
+	if err := storage.UnmarshalProto(v, dlt); err != nil {
 		return nil, fmt.Errorf("decode dead letter %s: %w", id, err)
 	}
 	dl, err := getDelivery(tx, dlt.GetDelivery().GetId())

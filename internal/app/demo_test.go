@@ -61,10 +61,26 @@ func TestDemoLoad(t *testing.T) {
 	}
 
 	// Every call of the load went through: no InvalidArgument or worse.
+	metrics := get("/metrics")
 	refused := regexp.MustCompile(`(?m)^millrace_rpc_requests_total\{code="(\w+)",method="([^"]+)"`)
-	for _, m := range refused.FindAllSubmatch(get("/metrics"), -1) {
+	for _, m := range refused.FindAllSubmatch(metrics, -1) {
 		if code := string(m[1]); code != "OK" {
 			t.Errorf("the demo load had %s answers from %s", code, m[2])
+		}
+	}
+
+	// The load's writes show in every domain store's write metrics.
+	for _, store := range []string{"customer", "productpricing", "fulfillment", "order"} {
+		for _, series := range []string{
+			`millrace_store_writes_total{store="` + store + `"}`,
+			`millrace_store_commits_total{store="` + store + `"}`,
+			`millrace_store_commit_seconds_count{store="` + store + `"}`,
+			`millrace_store_write_seconds_count{store="` + store + `"}`,
+		} {
+			m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` (\d+)$`).FindSubmatch(metrics)
+			if m == nil || string(m[1]) == "0" {
+				t.Errorf("/metrics has no writes in %s (line %q)", series, m)
+			}
 		}
 	}
 }

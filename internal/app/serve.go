@@ -370,6 +370,7 @@ func (n *node) open(name string, schema storage.Schema) error {
 	if err != nil {
 		return usagef("cannot open the %s store: %v", name, err)
 	}
+	db.SetObserver(n.metrics)
 	n.stores[name] = db
 	n.order = append(n.order, name)
 	return nil

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/millrace/millrace/internal/events"
+	"github.com/millrace/millrace/internal/storage"
 )
 
 // Metrics holds the RED metrics of every RPC and the registry everything
@@ -22,6 +23,10 @@ type Metrics struct {
 	outboxLag     *prometheus.GaugeVec
 	outboxPending *prometheus.GaugeVec
 	published     *prometheus.CounterVec
+	commits       *prometheus.CounterVec
+	writes        *prometheus.CounterVec
+	commitHeld    *prometheus.HistogramVec
+	writeWait     *prometheus.HistogramVec
 }
 
 // NewMetrics returns metrics on a fresh registry, with the Go runtime and
@@ -53,9 +58,44 @@ func NewMetrics() *Metrics {
 		Name: "millrace_outbox_published_events_total",
 		Help: "Events the outbox relay published to the bus, per service store.",
 	}, []string{"store"})
-	reg.MustRegister(m.requests, m.duration, m.outboxLag, m.outboxPending, m.published)
+	// Store writes: a commit is two fsyncs, so these follow the disk.
+	storeBuckets := []float64{.0005, .001, .002, .004, .008, .016, .032, .064, .128, .256, .512, 1}
+	m.commits = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "millrace_store_commits_total",
+		Help: "Write transactions committed, per store; writes_total / commits_total is the average group commit.",
+	}, []string{"store"})
+	m.writes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "millrace_store_writes_total",
+		Help: "Writes carried by committed transactions, per store (several per commit under group commit).",
+	}, []string{"store"})
+	m.commitHeld = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "millrace_store_commit_seconds",
+		Help:    "Time a write transaction holds a store's writer, from its start until durable on disk.",
+		Buckets: storeBuckets,
+	}, []string{"store"})
+	m.writeWait = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "millrace_store_write_seconds",
+		Help:    "Time one write takes from its call until durable, queueing for a group commit included.",
+		Buckets: storeBuckets,
+	}, []string{"store"})
+	reg.MustRegister(m.requests, m.duration, m.outboxLag, m.outboxPending, m.published,
+		m.commits, m.writes, m.commitHeld, m.writeWait)
 	return m
 }
+
+// Committed records one store commit (storage.Observer).
+func (m *Metrics) Committed(store string, writes int, held time.Duration) {
+	m.commits.WithLabelValues(store).Inc()
+	m.writes.WithLabelValues(store).Add(float64(writes))
+	m.commitHeld.WithLabelValues(store).Observe(held.Seconds())
+}
+
+// Waited records one store write (storage.Observer).
+func (m *Metrics) Waited(store string, d time.Duration) {
+	m.writeWait.WithLabelValues(store).Observe(d.Seconds())
+}
+
+var _ storage.Observer = (*Metrics)(nil)
 
 // ObserveOutbox records one outbox relay round.
 func (m *Metrics) ObserveOutbox(s events.RelayStats) {

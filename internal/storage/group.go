@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"go.etcd.io/bbolt"
 )
@@ -18,7 +19,7 @@ const MaxGroupSize = 1000
 // waits for one commit, not for a collection timer, and under load every
 // fsync carries all the writers that arrived during the previous one.
 type groupCommitter struct {
-	db *bbolt.DB
+	db *DB
 
 	mu      sync.Mutex
 	queue   []*groupCall
@@ -47,7 +48,7 @@ func (g *groupCommitter) do(fn func(*bbolt.Tx) error) error {
 	if err := <-c.done; err != errRunAlone {
 		return err
 	}
-	return g.db.Update(fn)
+	return g.db.update(fn)
 }
 
 // run commits groups until the queue is empty.
@@ -73,7 +74,8 @@ func (g *groupCommitter) run() {
 func (g *groupCommitter) commit(calls []*groupCall) {
 	for len(calls) > 0 {
 		failed := -1
-		err := g.db.Update(func(tx *bbolt.Tx) error {
+		start := time.Now()
+		err := g.db.bolt.Update(func(tx *bbolt.Tx) error {
 			for i, c := range calls {
 				if err := callSafely(c.fn, tx); err != nil {
 					failed = i
@@ -83,6 +85,9 @@ func (g *groupCommitter) commit(calls []*groupCall) {
 			return nil
 		})
 		if failed < 0 {
+			if err == nil {
+				g.db.committed(len(calls), start)
+			}
 			for _, c := range calls {
 				c.done <- err
 			}

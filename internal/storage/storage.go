@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/bbolt"
@@ -76,10 +77,11 @@ type Options struct {
 
 // DB is one open Millrace store.
 type DB struct {
-	bolt   *bbolt.DB
-	path   string
-	schema Schema
-	group  *groupCommitter
+	bolt     *bbolt.DB
+	path     string
+	schema   Schema
+	group    *groupCommitter
+	observer atomic.Pointer[Observer]
 }
 
 // Open opens or creates the store file at path for schema s.
@@ -109,7 +111,8 @@ func Open(path string, s Schema, opts Options) (*DB, error) {
 		}
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	db := &DB{bolt: bdb, path: path, schema: s, group: &groupCommitter{db: bdb}}
+	db := &DB{bolt: bdb, path: path, schema: s}
+	db.group = &groupCommitter{db: db}
 	if err := db.prepare(opts.ReadOnly); err != nil {
 		_ = bdb.Close()
 		return nil, err
@@ -206,7 +209,19 @@ func (db *DB) View(fn func(*bbolt.Tx) error) error { return db.bolt.View(fn) }
 
 // Update runs fn in a read-write transaction that commits when fn returns
 // nil and rolls back otherwise.
-func (db *DB) Update(fn func(*bbolt.Tx) error) error { return db.bolt.Update(fn) }
+func (db *DB) Update(fn func(*bbolt.Tx) error) error {
+	return db.observed(func() error { return db.update(fn) })
+}
+
+// update is Update without the wait reported, for callers that report it.
+func (db *DB) update(fn func(*bbolt.Tx) error) error {
+	start := time.Now()
+	err := db.bolt.Update(fn)
+	if err == nil {
+		db.committed(1, start)
+	}
+	return err
+}
 
 // Batch runs fn in a read-write transaction shared with other concurrent
 // Batch callers, so many requests pay for one fsync. Use it on request paths
@@ -218,7 +233,9 @@ func (db *DB) Update(fn func(*bbolt.Tx) error) error { return db.bolt.Update(fn)
 // batch is rolled back and the others are retried. fn must therefore only
 // change state through tx, and must reset anything it reports to its caller
 // (outcome variables, counters) at its start rather than accumulate.
-func (db *DB) Batch(fn func(*bbolt.Tx) error) error { return db.group.do(fn) }
+func (db *DB) Batch(fn func(*bbolt.Tx) error) error {
+	return db.observed(func() error { return db.group.do(fn) })
+}
 
 // Close releases the file and its lock.
 func (db *DB) Close() error { return db.bolt.Close() }

@@ -332,3 +332,94 @@ func testRefilter(t *testing.T, url string) {
 		t.Fatal("no event under the new filter")
 	}
 }
+
+// A consumer made again (a subscription stopped holding a batch) and then
+// made again before it acknowledged anything resumes after what it
+// handled, not at the start of the stream: a 2.9 server reports no ack
+// floor for such a consumer.
+func TestConsumerMadeAgainTwiceResumesAfterWhatItHandled(t *testing.T) {
+	servers := map[string]func(*testing.T) string{"embedded": embedded, "external": external}
+	for _, name := range []string{"embedded", "external"} {
+		t.Run(name, func(t *testing.T) {
+			url := servers[name](t)
+			b := connect(t, url, testOptions(t))
+			defer b.Close()
+			var evs []*eventsv1.Envelope
+			for range 6 {
+				evs = append(evs, newEvent("bustest.v1.OrderAccepted"))
+			}
+			publish := func(envs []*eventsv1.Envelope) {
+				for _, env := range envs {
+					if err := b.Publish(t.Context(), env); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			got := make(chan string, 100)
+			record := func(_ context.Context, envs []*eventsv1.Envelope) error {
+				for _, env := range envs {
+					got <- env.GetId()
+				}
+				return nil
+			}
+			receive := func(n int) []string {
+				var ids []string
+				for len(ids) < n {
+					select {
+					case id := <-got:
+						ids = append(ids, id)
+					case <-time.After(10 * time.Second):
+						t.Fatalf("got %q, want %d events", ids, n)
+					}
+				}
+				return ids
+			}
+
+			publish(evs[:3])
+			sub, err := b.SubscribeBatch("made-again", nil, 3, record)
+			if err != nil {
+				t.Fatal(err)
+			}
+			receive(3)
+			sub.Stop()
+
+			publish(evs[3:])
+			for range 2 {
+				held := make(chan struct{}, 1)
+				sub, err := b.SubscribeBatch("made-again", nil, 3, func(ctx context.Context, _ []*eventsv1.Envelope) error {
+					select {
+					case held <- struct{}{}:
+					default:
+					}
+					<-ctx.Done()
+					return ctx.Err()
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				select {
+				case <-held:
+				case <-time.After(10 * time.Second):
+					t.Fatal("the holding subscription got no batch")
+				}
+				sub.Stop()
+			}
+
+			sub, err = b.SubscribeBatch("made-again", nil, 3, record)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sub.Stop()
+			ids := receive(3)
+			select {
+			case id := <-got:
+				ids = append(ids, id)
+			case <-time.After(300 * time.Millisecond):
+			}
+			want := []string{evs[3].GetId(), evs[4].GetId(), evs[5].GetId()}
+			if fmt.Sprint(ids) != fmt.Sprint(want) {
+				t.Fatalf("after two stops holding a batch the consumer delivered %q, want %q", ids, want)
+			}
+		})
+	}
+}

@@ -117,12 +117,12 @@ func (s *subscription) ensureConsumer(ctx context.Context) (jetstream.Consumer, 
 			// the last event it handled, the consumer delivers them at
 			// once and in stream order. A consumer name belongs to one
 			// process at a time, so no live subscriber loses its batch.
-			return s.remake(ctx, cfg, info.AckFloor.Stream+1, "events it handed out were not answered")
+			return s.remake(ctx, cfg, resumeFrom(info), "events it handed out were not answered")
 		}
 		if !modern && !sameFilters(info.Config, cfg) {
 			// Servers before 2.10 take a filter update but then stall
 			// delivery; make the consumer again instead.
-			return s.remake(ctx, cfg, info.AckFloor.Stream+1, "to change its filters")
+			return s.remake(ctx, cfg, resumeFrom(info), "to change its filters")
 		}
 	}
 	cons, err := b.js.CreateOrUpdateConsumer(ctx, b.opts.Stream, cfg)
@@ -138,9 +138,23 @@ func (s *subscription) ensureConsumer(ctx context.Context) (jetstream.Consumer, 
 	if !sameFilters(cons.CachedInfo().Config, cfg) {
 		// The server kept the old filters, which would silently starve
 		// this subscription of the events it now wants.
-		return s.remake(ctx, cfg, cons.CachedInfo().AckFloor.Stream+1, "to change its filters")
+		return s.remake(ctx, cfg, resumeFrom(cons.CachedInfo()), "to change its filters")
 	}
 	return cons, nil
+}
+
+// resumeFrom is the stream sequence a consumer made again starts at: just
+// after the last event it handled, and never before where it was last made
+// to start. A consumer made to start at a sequence has handled nothing yet
+// in the ack floor some servers report for it (2.9 reports 0 there until
+// its first acknowledgement); starting before would hand out again what an
+// earlier incarnation handled.
+func resumeFrom(info *jetstream.ConsumerInfo) uint64 {
+	from := info.AckFloor.Stream + 1
+	if info.Config.DeliverPolicy == jetstream.DeliverByStartSequencePolicy && info.Config.OptStartSeq > from {
+		from = info.Config.OptStartSeq
+	}
+	return from
 }
 
 // remake deletes the consumer and creates it again with cfg, starting at

@@ -3,6 +3,7 @@ package storage
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"time"
 
@@ -17,7 +18,8 @@ const MaxGroupSize = 1000
 // read-write transaction and fsync, and while that commit is on disk the
 // next callers queue up for the following one. A lone writer therefore
 // waits for one commit, not for a collection timer, and under load every
-// fsync carries all the writers that arrived during the previous one.
+// fsync carries all the writers that arrived during the previous one (and,
+// after one pass of the scheduler before each group, those about to).
 type groupCommitter struct {
 	db *DB
 
@@ -54,6 +56,14 @@ func (g *groupCommitter) do(fn func(*bbolt.Tx) error) error {
 // run commits groups until the queue is empty.
 func (g *groupCommitter) run() {
 	for {
+		// Before collecting a group, let the goroutines that are ready to
+		// run go first. Writers come in bursts (the callers a commit of
+		// another store has just released, on their way to this one), and
+		// one pass of the scheduler lets the burst queue up and share this
+		// commit instead of waiting for the next: a linger that costs no
+		// time when nobody else is runnable. In alternating runs of
+		// create-order-64 it gave 3–36 % more orders/s (bench/README.md).
+		runtime.Gosched()
 		g.mu.Lock()
 		n := min(len(g.queue), MaxGroupSize)
 		if n == 0 {

@@ -254,6 +254,9 @@ type stepResult struct {
 	next bool
 	// note says why it cannot, for a release that did not release.
 	note string
+	// rec is the order as the step left it when the step wrote it last
+	// and the saga stops there, so that it need not be read again.
+	rec *orderRecord
 }
 
 // drive runs an order's saga from its persisted step for as long as it can
@@ -310,6 +313,9 @@ func (k *core) driveLocked(ctx context.Context, id string, rel *release) (*order
 		rel = nil
 		note = res.note
 		if !res.next {
+			if res.rec != nil {
+				return res.rec, note, nil
+			}
 			rec, err := k.load(ctx, id)
 			return rec, note, err
 		}
@@ -355,24 +361,37 @@ func (k *core) load(ctx context.Context, id string) (*orderRecord, error) {
 // the step left it (it was cancelled meanwhile), in which case nothing is
 // written and the caller gives back what the step took.
 func (k *core) commit(ctx context.Context, rec *orderRecord, apply func(tx txn, r *orderRecord) error) (bool, error) {
-	var moved bool
+	committed, err := k.commitRecord(ctx, rec, apply)
+	return committed != nil, err
+}
+
+// commitRecord is commit returning the order as it committed it, nil when
+// the order had moved on and nothing was written.
+func (k *core) commitRecord(ctx context.Context, rec *orderRecord, apply func(tx txn, r *orderRecord) error) (*orderRecord, error) {
+	var committed *orderRecord
 	err := k.repo.update(ctx, func(tx txn) error {
-		moved = false
+		committed = nil // the function runs again when its group commit is retried
 		cur, err := tx.order(rec.o.GetId())
 		if err != nil {
 			return err
 		}
 		if cur == nil || cur.st.Step != rec.st.Step || cur.o.GetStatus() != rec.o.GetStatus() || cur.o.GetHoldReason() != rec.o.GetHoldReason() {
-			moved = true
 			return nil
 		}
 		old := cloneRecord(cur)
 		if err := apply(tx, cur); err != nil {
 			return err
 		}
-		return tx.putOrder(old, cur)
+		if err := tx.putOrder(old, cur); err != nil {
+			return err
+		}
+		committed = cur
+		return nil
 	})
-	return !moved && err == nil, err
+	if err != nil {
+		return nil, err
+	}
+	return committed, nil
 }
 
 // stall records that a step could not reach its peer. A PENDING order stays
@@ -664,15 +683,15 @@ func (k *core) stepReserveAndCredit(ctx context.Context, rec *orderRecord) (step
 			return k.transition(ctx, tx, r, change{to: statusOnHold, hold: hold, actor: systemActor, reason: note})
 		}
 	}
-	ok, err := k.commit(ctx, rec, apply)
-	if err == nil && !ok {
+	committed, err := k.commitRecord(ctx, rec, apply)
+	if err == nil && committed == nil {
 		comps := []compensation{{Kind: compReservation, ReservationID: res.GetId()}}
 		if taken {
 			comps = append(comps, compensation{Kind: compCredit, OrderID: o.GetId(), CustomerID: o.GetCustomerId()})
 		}
 		k.repay(ctx, comps...)
 	}
-	return stepResult{note: note}, err
+	return stepResult{note: note, rec: committed}, err
 }
 
 // stepCredit reserves the order's total against the customer's credit.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
 
 	orderv1 "github.com/millrace/millrace/gen/go/millrace/order/v1"
 	typev1 "github.com/millrace/millrace/gen/go/millrace/type/v1"
@@ -99,6 +100,11 @@ func TestCreateOrder(t *testing.T) {
 			}
 			if got := o.GetTotal().GetAmount(); got != tt.total {
 				t.Errorf("total %q, want %q", got, tt.total)
+			}
+			// The answer is the order as stored, not a copy that drifted
+			// from it.
+			if stored := h.getOrder(o.GetId()); !proto.Equal(stored, o) {
+				t.Errorf("CreateOrder answered\n  %v\nbut GetOrder reads\n  %v", o, stored)
 			}
 			if !strings.HasPrefix(o.GetId(), "ord_") || o.GetCreateTime() == nil {
 				t.Errorf("id %q, create time %v", o.GetId(), o.GetCreateTime())

@@ -640,10 +640,12 @@ func webhookKey(cfg *serveConfig) ([]byte, error) {
 // consumer that subscribed later would miss what the relays publish first.
 // The feed and webhook delivery take their events in batches, each
 // committed in one transaction of the integration store, so that a backlog
-// drains at a batch per disk sync.
+// drains at a batch per disk sync; the feed is paced (feed.Pace) so that
+// it also syncs seldom when it keeps up. Webhook delivery is not: a
+// subscriber waits for its events.
 func (n *node) subscribe() error {
 	if n.feed != nil {
-		sub, err := n.bus.SubscribeBatch("feed", nil, 0, n.feed.ConsumeBatch)
+		sub, err := n.bus.SubscribeBatch("feed", nil, 0, events.Paced(n.feed.ConsumeBatch, feed.Pace, 0))
 		if err != nil {
 			return fmt.Errorf("subscribe the event feed: %w", err)
 		}

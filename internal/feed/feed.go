@@ -70,6 +70,13 @@ const (
 	watchPage = 100
 )
 
+// Pace is how often, at most, the process commits to the feed while events
+// arrive one after another (events.Paced): an event reaches the feed at
+// most this much later, and a busy node syncs the integration store twenty
+// times a second rather than once per few events, leaving the disk to the
+// services' own commits. A backlog is not paced.
+const Pace = 50 * time.Millisecond
+
 // Options configure a Log.
 type Options struct {
 	// Retention is how long the feed keeps an event (default 30 days).

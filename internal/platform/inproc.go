@@ -117,7 +117,7 @@ func (c *Channel) invoke(ctx context.Context, method string, args, reply any, mo
 	sctx = grpc.NewContextWithServerTransportStream(sctx, st)
 	dec := func(m any) error {
 		if !move || !moveMessage(m.(proto.Message), in) {
-			proto.Merge(m.(proto.Message), in)
+			copyMessage(m.(proto.Message), in)
 		}
 		return nil
 	}
@@ -138,10 +138,24 @@ func (c *Channel) invoke(ctx context.Context, method string, args, reply any, mo
 		return status.Errorf(codes.Internal, "in-process call %s answered %T", method, resp)
 	}
 	if !move || !moveMessage(out, rm) {
-		proto.Reset(out)
-		proto.Merge(out, rm)
+		copyMessage(out, rm)
 	}
 	return nil
+}
+
+// vtCloner is a message with the generated deep copy of
+// protoc-gen-go-vtproto, which every Millrace message has.
+type vtCloner interface{ CloneMessageVT() proto.Message }
+
+// copyMessage makes dst a deep copy of src, replacing what dst held: with
+// the generated copy when src has one (no reflection), with proto.Merge
+// otherwise.
+func copyMessage(dst, src proto.Message) {
+	if c, ok := src.(vtCloner); ok && moveMessage(dst, c.CloneMessageVT()) {
+		return
+	}
+	proto.Reset(dst)
+	proto.Merge(dst, src)
 }
 
 // NewStream implements grpc.ClientConnInterface by handing streams to the

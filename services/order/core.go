@@ -275,7 +275,7 @@ func (k *core) transition(ctx context.Context, tx txn, rec *orderRecord, ch chan
 	}
 
 	subject, region := orderSubject(o.GetId()), o.GetShipToRegion()
-	snapshot := proto.Clone(o).(*orderv1.Order)
+	snapshot := o.CloneVT()
 	var specific []proto.Message
 	if from == orderv1.OrderStatus_ORDER_STATUS_ON_HOLD && ch.to != from {
 		specific = append(specific, &eventsv1.OrderReleased{Order: snapshot, Actor: actor})

@@ -7,7 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	fulfillmentv1 "github.com/millrace/millrace/gen/go/millrace/fulfillment/v1"
@@ -996,7 +995,7 @@ func cloneRecord(r *orderRecord) *orderRecord {
 			st.Invoices[id] = &invoiceFacts{Lines: lines, Paid: inv.Paid}
 		}
 	}
-	return &orderRecord{o: proto.Clone(r.o).(*orderv1.Order), st: st}
+	return &orderRecord{o: r.o.CloneVT(), st: st}
 }
 
 func cloneRef(r *typev1.ExternalRef) *typev1.ExternalRef {

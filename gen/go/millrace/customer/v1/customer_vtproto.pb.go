@@ -8,13 +8,13 @@ import (
 	fmt "fmt"
 	v1 "github.com/millrace/millrace/gen/go/millrace/type/v1"
 	protohelpers "github.com/planetscale/vtprotobuf/protohelpers"
-	fieldmaskpb "github.com/planetscale/vtprotobuf/types/known/fieldmaskpb"
-	timestamppb "github.com/planetscale/vtprotobuf/types/known/timestamppb"
+	fieldmaskpb1 "github.com/planetscale/vtprotobuf/types/known/fieldmaskpb"
+	timestamppb1 "github.com/planetscale/vtprotobuf/types/known/timestamppb"
 	status "google.golang.org/genproto/googleapis/rpc/status"
 	proto "google.golang.org/protobuf/proto"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
-	fieldmaskpb1 "google.golang.org/protobuf/types/known/fieldmaskpb"
-	timestamppb1 "google.golang.org/protobuf/types/known/timestamppb"
+	fieldmaskpb "google.golang.org/protobuf/types/known/fieldmaskpb"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	io "io"
 )
 
@@ -24,6 +24,643 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
+
+func (m *Customer) CloneVT() *Customer {
+	if m == nil {
+		return (*Customer)(nil)
+	}
+	r := new(Customer)
+	r.Id = m.Id
+	r.DisplayName = m.DisplayName
+	r.LegalName = m.LegalName
+	r.ParentId = m.ParentId
+	r.Region = m.Region
+	r.Tier = m.Tier
+	r.Status = m.Status
+	r.Email = m.Email
+	r.Phone = m.Phone
+	r.CurrencyCode = m.CurrencyCode
+	r.PaymentTerms = m.PaymentTerms
+	r.CreditBlocked = m.CreditBlocked
+	r.Etag = m.Etag
+	r.CreateTime = (*timestamppb.Timestamp)((*timestamppb1.Timestamp)(m.CreateTime).CloneVT())
+	r.UpdateTime = (*timestamppb.Timestamp)((*timestamppb1.Timestamp)(m.UpdateTime).CloneVT())
+	r.StatusReason = m.StatusReason
+	if rhs := m.BillingAddress; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v1.Address }); ok {
+			r.BillingAddress = vtpb.CloneVT()
+		} else {
+			r.BillingAddress = proto.Clone(rhs).(*v1.Address)
+		}
+	}
+	if rhs := m.ShippingAddress; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v1.Address }); ok {
+			r.ShippingAddress = vtpb.CloneVT()
+		} else {
+			r.ShippingAddress = proto.Clone(rhs).(*v1.Address)
+		}
+	}
+	if rhs := m.ExternalRefs; rhs != nil {
+		tmpContainer := make([]*v1.ExternalRef, len(rhs))
+		for k, v := range rhs {
+			if vtpb, ok := interface{}(v).(interface{ CloneVT() *v1.ExternalRef }); ok {
+				tmpContainer[k] = vtpb.CloneVT()
+			} else {
+				tmpContainer[k] = proto.Clone(v).(*v1.ExternalRef)
+			}
+		}
+		r.ExternalRefs = tmpContainer
+	}
+	if rhs := m.CreditLimit; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v1.Money }); ok {
+			r.CreditLimit = vtpb.CloneVT()
+		} else {
+			r.CreditLimit = proto.Clone(rhs).(*v1.Money)
+		}
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *Customer) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *CreateCustomerRequest) CloneVT() *CreateCustomerRequest {
+	if m == nil {
+		return (*CreateCustomerRequest)(nil)
+	}
+	r := new(CreateCustomerRequest)
+	r.Customer = m.Customer.CloneVT()
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *CreateCustomerRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *CreateCustomerResponse) CloneVT() *CreateCustomerResponse {
+	if m == nil {
+		return (*CreateCustomerResponse)(nil)
+	}
+	r := new(CreateCustomerResponse)
+	r.Customer = m.Customer.CloneVT()
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *CreateCustomerResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *GetCustomerRequest) CloneVT() *GetCustomerRequest {
+	if m == nil {
+		return (*GetCustomerRequest)(nil)
+	}
+	r := new(GetCustomerRequest)
+	r.Id = m.Id
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *GetCustomerRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *GetCustomerResponse) CloneVT() *GetCustomerResponse {
+	if m == nil {
+		return (*GetCustomerResponse)(nil)
+	}
+	r := new(GetCustomerResponse)
+	r.Customer = m.Customer.CloneVT()
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *GetCustomerResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ListCustomersRequest) CloneVT() *ListCustomersRequest {
+	if m == nil {
+		return (*ListCustomersRequest)(nil)
+	}
+	r := new(ListCustomersRequest)
+	r.PageSize = m.PageSize
+	r.PageToken = m.PageToken
+	r.ParentId = m.ParentId
+	r.Region = m.Region
+	r.Status = m.Status
+	r.ExternalRefSystem = m.ExternalRefSystem
+	r.ExternalRefId = m.ExternalRefId
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ListCustomersRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ListCustomersResponse) CloneVT() *ListCustomersResponse {
+	if m == nil {
+		return (*ListCustomersResponse)(nil)
+	}
+	r := new(ListCustomersResponse)
+	r.NextPageToken = m.NextPageToken
+	if rhs := m.Customers; rhs != nil {
+		tmpContainer := make([]*Customer, len(rhs))
+		for k, v := range rhs {
+			tmpContainer[k] = v.CloneVT()
+		}
+		r.Customers = tmpContainer
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ListCustomersResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *UpdateCustomerRequest) CloneVT() *UpdateCustomerRequest {
+	if m == nil {
+		return (*UpdateCustomerRequest)(nil)
+	}
+	r := new(UpdateCustomerRequest)
+	r.Customer = m.Customer.CloneVT()
+	r.UpdateMask = (*fieldmaskpb.FieldMask)((*fieldmaskpb1.FieldMask)(m.UpdateMask).CloneVT())
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *UpdateCustomerRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *UpdateCustomerResponse) CloneVT() *UpdateCustomerResponse {
+	if m == nil {
+		return (*UpdateCustomerResponse)(nil)
+	}
+	r := new(UpdateCustomerResponse)
+	r.Customer = m.Customer.CloneVT()
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *UpdateCustomerResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *UpsertCustomerByExternalRefRequest) CloneVT() *UpsertCustomerByExternalRefRequest {
+	if m == nil {
+		return (*UpsertCustomerByExternalRefRequest)(nil)
+	}
+	r := new(UpsertCustomerByExternalRefRequest)
+	r.Customer = m.Customer.CloneVT()
+	if rhs := m.ExternalRef; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v1.ExternalRef }); ok {
+			r.ExternalRef = vtpb.CloneVT()
+		} else {
+			r.ExternalRef = proto.Clone(rhs).(*v1.ExternalRef)
+		}
+	}
+	if rhs := m.ParentExternalRef; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v1.ExternalRef }); ok {
+			r.ParentExternalRef = vtpb.CloneVT()
+		} else {
+			r.ParentExternalRef = proto.Clone(rhs).(*v1.ExternalRef)
+		}
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *UpsertCustomerByExternalRefRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *UpsertCustomerByExternalRefResponse) CloneVT() *UpsertCustomerByExternalRefResponse {
+	if m == nil {
+		return (*UpsertCustomerByExternalRefResponse)(nil)
+	}
+	r := new(UpsertCustomerByExternalRefResponse)
+	r.Customer = m.Customer.CloneVT()
+	r.Result = m.Result
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *UpsertCustomerByExternalRefResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *BatchUpsertCustomersRequest) CloneVT() *BatchUpsertCustomersRequest {
+	if m == nil {
+		return (*BatchUpsertCustomersRequest)(nil)
+	}
+	r := new(BatchUpsertCustomersRequest)
+	if rhs := m.Items; rhs != nil {
+		tmpContainer := make([]*UpsertCustomerByExternalRefRequest, len(rhs))
+		for k, v := range rhs {
+			tmpContainer[k] = v.CloneVT()
+		}
+		r.Items = tmpContainer
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *BatchUpsertCustomersRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *BatchUpsertItemResult) CloneVT() *BatchUpsertItemResult {
+	if m == nil {
+		return (*BatchUpsertItemResult)(nil)
+	}
+	r := new(BatchUpsertItemResult)
+	r.Index = m.Index
+	r.CustomerId = m.CustomerId
+	r.Result = m.Result
+	if rhs := m.Error; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *status.Status }); ok {
+			r.Error = vtpb.CloneVT()
+		} else {
+			r.Error = proto.Clone(rhs).(*status.Status)
+		}
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *BatchUpsertItemResult) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *BatchUpsertCustomersResponse) CloneVT() *BatchUpsertCustomersResponse {
+	if m == nil {
+		return (*BatchUpsertCustomersResponse)(nil)
+	}
+	r := new(BatchUpsertCustomersResponse)
+	if rhs := m.Results; rhs != nil {
+		tmpContainer := make([]*BatchUpsertItemResult, len(rhs))
+		for k, v := range rhs {
+			tmpContainer[k] = v.CloneVT()
+		}
+		r.Results = tmpContainer
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *BatchUpsertCustomersResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *GetCustomerHierarchyRequest) CloneVT() *GetCustomerHierarchyRequest {
+	if m == nil {
+		return (*GetCustomerHierarchyRequest)(nil)
+	}
+	r := new(GetCustomerHierarchyRequest)
+	r.Id = m.Id
+	r.ChildrenPageSize = m.ChildrenPageSize
+	r.ChildrenPageToken = m.ChildrenPageToken
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *GetCustomerHierarchyRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *CustomerSummary) CloneVT() *CustomerSummary {
+	if m == nil {
+		return (*CustomerSummary)(nil)
+	}
+	r := new(CustomerSummary)
+	r.Id = m.Id
+	r.DisplayName = m.DisplayName
+	r.Region = m.Region
+	r.HasCreditLimit = m.HasCreditLimit
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *CustomerSummary) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *GetCustomerHierarchyResponse) CloneVT() *GetCustomerHierarchyResponse {
+	if m == nil {
+		return (*GetCustomerHierarchyResponse)(nil)
+	}
+	r := new(GetCustomerHierarchyResponse)
+	r.Root = m.Root.CloneVT()
+	r.NextChildrenPageToken = m.NextChildrenPageToken
+	if rhs := m.Path; rhs != nil {
+		tmpContainer := make([]*CustomerSummary, len(rhs))
+		for k, v := range rhs {
+			tmpContainer[k] = v.CloneVT()
+		}
+		r.Path = tmpContainer
+	}
+	if rhs := m.Children; rhs != nil {
+		tmpContainer := make([]*CustomerSummary, len(rhs))
+		for k, v := range rhs {
+			tmpContainer[k] = v.CloneVT()
+		}
+		r.Children = tmpContainer
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *GetCustomerHierarchyResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *BlockCustomerRequest) CloneVT() *BlockCustomerRequest {
+	if m == nil {
+		return (*BlockCustomerRequest)(nil)
+	}
+	r := new(BlockCustomerRequest)
+	r.Id = m.Id
+	r.Reason = m.Reason
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *BlockCustomerRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *BlockCustomerResponse) CloneVT() *BlockCustomerResponse {
+	if m == nil {
+		return (*BlockCustomerResponse)(nil)
+	}
+	r := new(BlockCustomerResponse)
+	r.Customer = m.Customer.CloneVT()
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *BlockCustomerResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *UnblockCustomerRequest) CloneVT() *UnblockCustomerRequest {
+	if m == nil {
+		return (*UnblockCustomerRequest)(nil)
+	}
+	r := new(UnblockCustomerRequest)
+	r.Id = m.Id
+	r.Reason = m.Reason
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *UnblockCustomerRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *UnblockCustomerResponse) CloneVT() *UnblockCustomerResponse {
+	if m == nil {
+		return (*UnblockCustomerResponse)(nil)
+	}
+	r := new(UnblockCustomerResponse)
+	r.Customer = m.Customer.CloneVT()
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *UnblockCustomerResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *CheckCreditRequest) CloneVT() *CheckCreditRequest {
+	if m == nil {
+		return (*CheckCreditRequest)(nil)
+	}
+	r := new(CheckCreditRequest)
+	r.Id = m.Id
+	if rhs := m.Amount; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v1.Money }); ok {
+			r.Amount = vtpb.CloneVT()
+		} else {
+			r.Amount = proto.Clone(rhs).(*v1.Money)
+		}
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *CheckCreditRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *CreditPosition) CloneVT() *CreditPosition {
+	if m == nil {
+		return (*CreditPosition)(nil)
+	}
+	r := new(CreditPosition)
+	r.CreditAccountId = m.CreditAccountId
+	if rhs := m.Limit; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v1.Money }); ok {
+			r.Limit = vtpb.CloneVT()
+		} else {
+			r.Limit = proto.Clone(rhs).(*v1.Money)
+		}
+	}
+	if rhs := m.Exposure; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v1.Money }); ok {
+			r.Exposure = vtpb.CloneVT()
+		} else {
+			r.Exposure = proto.Clone(rhs).(*v1.Money)
+		}
+	}
+	if rhs := m.Available; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v1.Money }); ok {
+			r.Available = vtpb.CloneVT()
+		} else {
+			r.Available = proto.Clone(rhs).(*v1.Money)
+		}
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *CreditPosition) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *CheckCreditResponse) CloneVT() *CheckCreditResponse {
+	if m == nil {
+		return (*CheckCreditResponse)(nil)
+	}
+	r := new(CheckCreditResponse)
+	r.Decision = m.Decision
+	r.Position = m.Position.CloneVT()
+	r.Reason = m.Reason
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *CheckCreditResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ReserveCreditRequest) CloneVT() *ReserveCreditRequest {
+	if m == nil {
+		return (*ReserveCreditRequest)(nil)
+	}
+	r := new(ReserveCreditRequest)
+	r.CustomerId = m.CustomerId
+	r.OrderId = m.OrderId
+	if rhs := m.Amount; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v1.Money }); ok {
+			r.Amount = vtpb.CloneVT()
+		} else {
+			r.Amount = proto.Clone(rhs).(*v1.Money)
+		}
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ReserveCreditRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ReserveCreditResponse) CloneVT() *ReserveCreditResponse {
+	if m == nil {
+		return (*ReserveCreditResponse)(nil)
+	}
+	r := new(ReserveCreditResponse)
+	r.Decision = m.Decision
+	r.Position = m.Position.CloneVT()
+	r.Reason = m.Reason
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ReserveCreditResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ReleaseCreditRequest) CloneVT() *ReleaseCreditRequest {
+	if m == nil {
+		return (*ReleaseCreditRequest)(nil)
+	}
+	r := new(ReleaseCreditRequest)
+	r.CustomerId = m.CustomerId
+	r.OrderId = m.OrderId
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ReleaseCreditRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ReleaseCreditResponse) CloneVT() *ReleaseCreditResponse {
+	if m == nil {
+		return (*ReleaseCreditResponse)(nil)
+	}
+	r := new(ReleaseCreditResponse)
+	r.Released = m.Released
+	r.Position = m.Position.CloneVT()
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ReleaseCreditResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
 
 func (m *Customer) MarshalVT() (dAtA []byte, err error) {
 	if m == nil {
@@ -65,7 +702,7 @@ func (m *Customer) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		dAtA[i] = 0xa2
 	}
 	if m.UpdateTime != nil {
-		size, err := (*timestamppb.Timestamp)(m.UpdateTime).MarshalToSizedBufferVT(dAtA[:i])
+		size, err := (*timestamppb1.Timestamp)(m.UpdateTime).MarshalToSizedBufferVT(dAtA[:i])
 		if err != nil {
 			return 0, err
 		}
@@ -77,7 +714,7 @@ func (m *Customer) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		dAtA[i] = 0x9a
 	}
 	if m.CreateTime != nil {
-		size, err := (*timestamppb.Timestamp)(m.CreateTime).MarshalToSizedBufferVT(dAtA[:i])
+		size, err := (*timestamppb1.Timestamp)(m.CreateTime).MarshalToSizedBufferVT(dAtA[:i])
 		if err != nil {
 			return 0, err
 		}
@@ -607,7 +1244,7 @@ func (m *UpdateCustomerRequest) MarshalToSizedBufferVT(dAtA []byte) (int, error)
 		copy(dAtA[i:], m.unknownFields)
 	}
 	if m.UpdateMask != nil {
-		size, err := (*fieldmaskpb.FieldMask)(m.UpdateMask).MarshalToSizedBufferVT(dAtA[:i])
+		size, err := (*fieldmaskpb1.FieldMask)(m.UpdateMask).MarshalToSizedBufferVT(dAtA[:i])
 		if err != nil {
 			return 0, err
 		}
@@ -1885,11 +2522,11 @@ func (m *Customer) SizeVT() (n int) {
 		n += 2 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	if m.CreateTime != nil {
-		l = (*timestamppb.Timestamp)(m.CreateTime).SizeVT()
+		l = (*timestamppb1.Timestamp)(m.CreateTime).SizeVT()
 		n += 2 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	if m.UpdateTime != nil {
-		l = (*timestamppb.Timestamp)(m.UpdateTime).SizeVT()
+		l = (*timestamppb1.Timestamp)(m.UpdateTime).SizeVT()
 		n += 2 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	l = len(m.StatusReason)
@@ -2023,7 +2660,7 @@ func (m *UpdateCustomerRequest) SizeVT() (n int) {
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	if m.UpdateMask != nil {
-		l = (*fieldmaskpb.FieldMask)(m.UpdateMask).SizeVT()
+		l = (*fieldmaskpb1.FieldMask)(m.UpdateMask).SizeVT()
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	n += len(m.unknownFields)
@@ -3094,9 +3731,9 @@ func (m *Customer) UnmarshalVT(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.CreateTime == nil {
-				m.CreateTime = &timestamppb1.Timestamp{}
+				m.CreateTime = &timestamppb.Timestamp{}
 			}
-			if err := (*timestamppb.Timestamp)(m.CreateTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
+			if err := (*timestamppb1.Timestamp)(m.CreateTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
 			iNdEx = postIndex
@@ -3130,9 +3767,9 @@ func (m *Customer) UnmarshalVT(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.UpdateTime == nil {
-				m.UpdateTime = &timestamppb1.Timestamp{}
+				m.UpdateTime = &timestamppb.Timestamp{}
 			}
-			if err := (*timestamppb.Timestamp)(m.UpdateTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
+			if err := (*timestamppb1.Timestamp)(m.UpdateTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
 			iNdEx = postIndex
@@ -3995,9 +4632,9 @@ func (m *UpdateCustomerRequest) UnmarshalVT(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.UpdateMask == nil {
-				m.UpdateMask = &fieldmaskpb1.FieldMask{}
+				m.UpdateMask = &fieldmaskpb.FieldMask{}
 			}
-			if err := (*fieldmaskpb.FieldMask)(m.UpdateMask).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
+			if err := (*fieldmaskpb1.FieldMask)(m.UpdateMask).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
 			iNdEx = postIndex

@@ -12,12 +12,12 @@ import (
 	v12 "github.com/millrace/millrace/gen/go/millrace/productpricing/v1"
 	v11 "github.com/millrace/millrace/gen/go/millrace/type/v1"
 	protohelpers "github.com/planetscale/vtprotobuf/protohelpers"
-	anypb "github.com/planetscale/vtprotobuf/types/known/anypb"
-	timestamppb "github.com/planetscale/vtprotobuf/types/known/timestamppb"
+	anypb1 "github.com/planetscale/vtprotobuf/types/known/anypb"
+	timestamppb1 "github.com/planetscale/vtprotobuf/types/known/timestamppb"
 	proto "google.golang.org/protobuf/proto"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
-	anypb1 "google.golang.org/protobuf/types/known/anypb"
-	timestamppb1 "google.golang.org/protobuf/types/known/timestamppb"
+	anypb "google.golang.org/protobuf/types/known/anypb"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	io "io"
 )
 
@@ -27,6 +27,493 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
+
+func (m *Envelope) CloneVT() *Envelope {
+	if m == nil {
+		return (*Envelope)(nil)
+	}
+	r := new(Envelope)
+	r.Id = m.Id
+	r.Source = m.Source
+	r.Type = m.Type
+	r.Subject = m.Subject
+	r.Time = (*timestamppb.Timestamp)((*timestamppb1.Timestamp)(m.Time).CloneVT())
+	r.SpecVersion = m.SpecVersion
+	r.CorrelationId = m.CorrelationId
+	r.CausationId = m.CausationId
+	r.Traceparent = m.Traceparent
+	r.Sequence = m.Sequence
+	r.Region = m.Region
+	r.Data = (*anypb.Any)((*anypb1.Any)(m.Data).CloneVT())
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *Envelope) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *CustomerCreated) CloneVT() *CustomerCreated {
+	if m == nil {
+		return (*CustomerCreated)(nil)
+	}
+	r := new(CustomerCreated)
+	if rhs := m.Customer; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v1.Customer }); ok {
+			r.Customer = vtpb.CloneVT()
+		} else {
+			r.Customer = proto.Clone(rhs).(*v1.Customer)
+		}
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *CustomerCreated) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *CustomerUpdated) CloneVT() *CustomerUpdated {
+	if m == nil {
+		return (*CustomerUpdated)(nil)
+	}
+	r := new(CustomerUpdated)
+	if rhs := m.Customer; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v1.Customer }); ok {
+			r.Customer = vtpb.CloneVT()
+		} else {
+			r.Customer = proto.Clone(rhs).(*v1.Customer)
+		}
+	}
+	if rhs := m.ChangedFields; rhs != nil {
+		tmpContainer := make([]string, len(rhs))
+		copy(tmpContainer, rhs)
+		r.ChangedFields = tmpContainer
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *CustomerUpdated) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *CreditLimitChanged) CloneVT() *CreditLimitChanged {
+	if m == nil {
+		return (*CreditLimitChanged)(nil)
+	}
+	r := new(CreditLimitChanged)
+	r.CustomerId = m.CustomerId
+	if rhs := m.OldLimit; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v11.Money }); ok {
+			r.OldLimit = vtpb.CloneVT()
+		} else {
+			r.OldLimit = proto.Clone(rhs).(*v11.Money)
+		}
+	}
+	if rhs := m.NewLimit; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v11.Money }); ok {
+			r.NewLimit = vtpb.CloneVT()
+		} else {
+			r.NewLimit = proto.Clone(rhs).(*v11.Money)
+		}
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *CreditLimitChanged) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ProductChanged) CloneVT() *ProductChanged {
+	if m == nil {
+		return (*ProductChanged)(nil)
+	}
+	r := new(ProductChanged)
+	r.Created = m.Created
+	if rhs := m.Product; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v12.Product }); ok {
+			r.Product = vtpb.CloneVT()
+		} else {
+			r.Product = proto.Clone(rhs).(*v12.Product)
+		}
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ProductChanged) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *PriceListChanged) CloneVT() *PriceListChanged {
+	if m == nil {
+		return (*PriceListChanged)(nil)
+	}
+	r := new(PriceListChanged)
+	r.Deleted = m.Deleted
+	if rhs := m.PriceList; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v12.PriceList }); ok {
+			r.PriceList = vtpb.CloneVT()
+		} else {
+			r.PriceList = proto.Clone(rhs).(*v12.PriceList)
+		}
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *PriceListChanged) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *InventoryChanged) CloneVT() *InventoryChanged {
+	if m == nil {
+		return (*InventoryChanged)(nil)
+	}
+	r := new(InventoryChanged)
+	r.Reason = m.Reason
+	if rhs := m.Balance; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v13.InventoryBalance }); ok {
+			r.Balance = vtpb.CloneVT()
+		} else {
+			r.Balance = proto.Clone(rhs).(*v13.InventoryBalance)
+		}
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *InventoryChanged) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ReservationExpired) CloneVT() *ReservationExpired {
+	if m == nil {
+		return (*ReservationExpired)(nil)
+	}
+	r := new(ReservationExpired)
+	if rhs := m.Reservation; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v13.Reservation }); ok {
+			r.Reservation = vtpb.CloneVT()
+		} else {
+			r.Reservation = proto.Clone(rhs).(*v13.Reservation)
+		}
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ReservationExpired) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ShipmentConfirmed) CloneVT() *ShipmentConfirmed {
+	if m == nil {
+		return (*ShipmentConfirmed)(nil)
+	}
+	r := new(ShipmentConfirmed)
+	if rhs := m.Shipment; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v13.Shipment }); ok {
+			r.Shipment = vtpb.CloneVT()
+		} else {
+			r.Shipment = proto.Clone(rhs).(*v13.Shipment)
+		}
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ShipmentConfirmed) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *InvoicePosted) CloneVT() *InvoicePosted {
+	if m == nil {
+		return (*InvoicePosted)(nil)
+	}
+	r := new(InvoicePosted)
+	if rhs := m.Invoice; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v13.Invoice }); ok {
+			r.Invoice = vtpb.CloneVT()
+		} else {
+			r.Invoice = proto.Clone(rhs).(*v13.Invoice)
+		}
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *InvoicePosted) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *InvoicePaid) CloneVT() *InvoicePaid {
+	if m == nil {
+		return (*InvoicePaid)(nil)
+	}
+	r := new(InvoicePaid)
+	if rhs := m.Invoice; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v13.Invoice }); ok {
+			r.Invoice = vtpb.CloneVT()
+		} else {
+			r.Invoice = proto.Clone(rhs).(*v13.Invoice)
+		}
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *InvoicePaid) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ReturnAuthorized) CloneVT() *ReturnAuthorized {
+	if m == nil {
+		return (*ReturnAuthorized)(nil)
+	}
+	r := new(ReturnAuthorized)
+	if rhs := m.Return; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v13.Return }); ok {
+			r.Return = vtpb.CloneVT()
+		} else {
+			r.Return = proto.Clone(rhs).(*v13.Return)
+		}
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ReturnAuthorized) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ReturnReceived) CloneVT() *ReturnReceived {
+	if m == nil {
+		return (*ReturnReceived)(nil)
+	}
+	r := new(ReturnReceived)
+	if rhs := m.Return; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v13.Return }); ok {
+			r.Return = vtpb.CloneVT()
+		} else {
+			r.Return = proto.Clone(rhs).(*v13.Return)
+		}
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ReturnReceived) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *CreditMemoIssued) CloneVT() *CreditMemoIssued {
+	if m == nil {
+		return (*CreditMemoIssued)(nil)
+	}
+	r := new(CreditMemoIssued)
+	if rhs := m.CreditMemo; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v13.CreditMemo }); ok {
+			r.CreditMemo = vtpb.CloneVT()
+		} else {
+			r.CreditMemo = proto.Clone(rhs).(*v13.CreditMemo)
+		}
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *CreditMemoIssued) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *QuoteApproved) CloneVT() *QuoteApproved {
+	if m == nil {
+		return (*QuoteApproved)(nil)
+	}
+	r := new(QuoteApproved)
+	if rhs := m.Quote; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v14.Quote }); ok {
+			r.Quote = vtpb.CloneVT()
+		} else {
+			r.Quote = proto.Clone(rhs).(*v14.Quote)
+		}
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *QuoteApproved) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *OrderAccepted) CloneVT() *OrderAccepted {
+	if m == nil {
+		return (*OrderAccepted)(nil)
+	}
+	r := new(OrderAccepted)
+	if rhs := m.Order; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v14.Order }); ok {
+			r.Order = vtpb.CloneVT()
+		} else {
+			r.Order = proto.Clone(rhs).(*v14.Order)
+		}
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *OrderAccepted) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *OrderHeld) CloneVT() *OrderHeld {
+	if m == nil {
+		return (*OrderHeld)(nil)
+	}
+	r := new(OrderHeld)
+	r.HoldReason = m.HoldReason
+	if rhs := m.Order; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v14.Order }); ok {
+			r.Order = vtpb.CloneVT()
+		} else {
+			r.Order = proto.Clone(rhs).(*v14.Order)
+		}
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *OrderHeld) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *OrderReleased) CloneVT() *OrderReleased {
+	if m == nil {
+		return (*OrderReleased)(nil)
+	}
+	r := new(OrderReleased)
+	r.Actor = m.Actor
+	if rhs := m.Order; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v14.Order }); ok {
+			r.Order = vtpb.CloneVT()
+		} else {
+			r.Order = proto.Clone(rhs).(*v14.Order)
+		}
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *OrderReleased) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *OrderCancelled) CloneVT() *OrderCancelled {
+	if m == nil {
+		return (*OrderCancelled)(nil)
+	}
+	r := new(OrderCancelled)
+	r.Reason = m.Reason
+	if rhs := m.Order; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v14.Order }); ok {
+			r.Order = vtpb.CloneVT()
+		} else {
+			r.Order = proto.Clone(rhs).(*v14.Order)
+		}
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *OrderCancelled) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *OrderStatusChanged) CloneVT() *OrderStatusChanged {
+	if m == nil {
+		return (*OrderStatusChanged)(nil)
+	}
+	r := new(OrderStatusChanged)
+	r.OrderId = m.OrderId
+	r.FromStatus = m.FromStatus
+	r.ToStatus = m.ToStatus
+	if rhs := m.ExternalRef; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v11.ExternalRef }); ok {
+			r.ExternalRef = vtpb.CloneVT()
+		} else {
+			r.ExternalRef = proto.Clone(rhs).(*v11.ExternalRef)
+		}
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *OrderStatusChanged) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
 
 func (m *Envelope) MarshalVT() (dAtA []byte, err error) {
 	if m == nil {
@@ -59,7 +546,7 @@ func (m *Envelope) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		copy(dAtA[i:], m.unknownFields)
 	}
 	if m.Data != nil {
-		size, err := (*anypb.Any)(m.Data).MarshalToSizedBufferVT(dAtA[:i])
+		size, err := (*anypb1.Any)(m.Data).MarshalToSizedBufferVT(dAtA[:i])
 		if err != nil {
 			return 0, err
 		}
@@ -109,7 +596,7 @@ func (m *Envelope) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		dAtA[i] = 0x32
 	}
 	if m.Time != nil {
-		size, err := (*timestamppb.Timestamp)(m.Time).MarshalToSizedBufferVT(dAtA[:i])
+		size, err := (*timestamppb1.Timestamp)(m.Time).MarshalToSizedBufferVT(dAtA[:i])
 		if err != nil {
 			return 0, err
 		}
@@ -1316,7 +1803,7 @@ func (m *Envelope) SizeVT() (n int) {
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	if m.Time != nil {
-		l = (*timestamppb.Timestamp)(m.Time).SizeVT()
+		l = (*timestamppb1.Timestamp)(m.Time).SizeVT()
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	l = len(m.SpecVersion)
@@ -1343,7 +1830,7 @@ func (m *Envelope) SizeVT() (n int) {
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	if m.Data != nil {
-		l = (*anypb.Any)(m.Data).SizeVT()
+		l = (*anypb1.Any)(m.Data).SizeVT()
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	n += len(m.unknownFields)
@@ -1967,9 +2454,9 @@ func (m *Envelope) UnmarshalVT(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.Time == nil {
-				m.Time = &timestamppb1.Timestamp{}
+				m.Time = &timestamppb.Timestamp{}
 			}
-			if err := (*timestamppb.Timestamp)(m.Time).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
+			if err := (*timestamppb1.Timestamp)(m.Time).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
 			iNdEx = postIndex
@@ -2182,9 +2669,9 @@ func (m *Envelope) UnmarshalVT(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.Data == nil {
-				m.Data = &anypb1.Any{}
+				m.Data = &anypb.Any{}
 			}
-			if err := (*anypb.Any)(m.Data).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
+			if err := (*anypb1.Any)(m.Data).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
 			iNdEx = postIndex

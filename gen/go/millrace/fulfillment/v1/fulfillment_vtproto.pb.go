@@ -8,10 +8,10 @@ import (
 	fmt "fmt"
 	v1 "github.com/millrace/millrace/gen/go/millrace/type/v1"
 	protohelpers "github.com/planetscale/vtprotobuf/protohelpers"
-	timestamppb "github.com/planetscale/vtprotobuf/types/known/timestamppb"
+	timestamppb1 "github.com/planetscale/vtprotobuf/types/known/timestamppb"
 	proto "google.golang.org/protobuf/proto"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
-	timestamppb1 "google.golang.org/protobuf/types/known/timestamppb"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	io "io"
 )
 
@@ -21,6 +21,1336 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
+
+func (m *TransitTime) CloneVT() *TransitTime {
+	if m == nil {
+		return (*TransitTime)(nil)
+	}
+	r := new(TransitTime)
+	r.Region = m.Region
+	r.Days = m.Days
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *TransitTime) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *Site) CloneVT() *Site {
+	if m == nil {
+		return (*Site)(nil)
+	}
+	r := new(Site)
+	r.Id = m.Id
+	r.Name = m.Name
+	r.Kind = m.Kind
+	r.Region = m.Region
+	r.CreateTime = (*timestamppb.Timestamp)((*timestamppb1.Timestamp)(m.CreateTime).CloneVT())
+	if rhs := m.Address; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v1.Address }); ok {
+			r.Address = vtpb.CloneVT()
+		} else {
+			r.Address = proto.Clone(rhs).(*v1.Address)
+		}
+	}
+	if rhs := m.TransitTimes; rhs != nil {
+		tmpContainer := make([]*TransitTime, len(rhs))
+		for k, v := range rhs {
+			tmpContainer[k] = v.CloneVT()
+		}
+		r.TransitTimes = tmpContainer
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *Site) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *CreateSiteRequest) CloneVT() *CreateSiteRequest {
+	if m == nil {
+		return (*CreateSiteRequest)(nil)
+	}
+	r := new(CreateSiteRequest)
+	r.Site = m.Site.CloneVT()
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *CreateSiteRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *CreateSiteResponse) CloneVT() *CreateSiteResponse {
+	if m == nil {
+		return (*CreateSiteResponse)(nil)
+	}
+	r := new(CreateSiteResponse)
+	r.Site = m.Site.CloneVT()
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *CreateSiteResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *GetSiteRequest) CloneVT() *GetSiteRequest {
+	if m == nil {
+		return (*GetSiteRequest)(nil)
+	}
+	r := new(GetSiteRequest)
+	r.Id = m.Id
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *GetSiteRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *GetSiteResponse) CloneVT() *GetSiteResponse {
+	if m == nil {
+		return (*GetSiteResponse)(nil)
+	}
+	r := new(GetSiteResponse)
+	r.Site = m.Site.CloneVT()
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *GetSiteResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ListSitesRequest) CloneVT() *ListSitesRequest {
+	if m == nil {
+		return (*ListSitesRequest)(nil)
+	}
+	r := new(ListSitesRequest)
+	r.PageSize = m.PageSize
+	r.PageToken = m.PageToken
+	r.Region = m.Region
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ListSitesRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ListSitesResponse) CloneVT() *ListSitesResponse {
+	if m == nil {
+		return (*ListSitesResponse)(nil)
+	}
+	r := new(ListSitesResponse)
+	r.NextPageToken = m.NextPageToken
+	if rhs := m.Sites; rhs != nil {
+		tmpContainer := make([]*Site, len(rhs))
+		for k, v := range rhs {
+			tmpContainer[k] = v.CloneVT()
+		}
+		r.Sites = tmpContainer
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ListSitesResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *AdjustInventoryRequest) CloneVT() *AdjustInventoryRequest {
+	if m == nil {
+		return (*AdjustInventoryRequest)(nil)
+	}
+	r := new(AdjustInventoryRequest)
+	r.SiteId = m.SiteId
+	r.Sku = m.Sku
+	r.Delta = m.Delta
+	r.Unit = m.Unit
+	r.Reason = m.Reason
+	r.Note = m.Note
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *AdjustInventoryRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *InventoryBalance) CloneVT() *InventoryBalance {
+	if m == nil {
+		return (*InventoryBalance)(nil)
+	}
+	r := new(InventoryBalance)
+	r.SiteId = m.SiteId
+	r.Sku = m.Sku
+	r.UpdateTime = (*timestamppb.Timestamp)((*timestamppb1.Timestamp)(m.UpdateTime).CloneVT())
+	if rhs := m.OnHand; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v1.Quantity }); ok {
+			r.OnHand = vtpb.CloneVT()
+		} else {
+			r.OnHand = proto.Clone(rhs).(*v1.Quantity)
+		}
+	}
+	if rhs := m.Reserved; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v1.Quantity }); ok {
+			r.Reserved = vtpb.CloneVT()
+		} else {
+			r.Reserved = proto.Clone(rhs).(*v1.Quantity)
+		}
+	}
+	if rhs := m.SoftHeld; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v1.Quantity }); ok {
+			r.SoftHeld = vtpb.CloneVT()
+		} else {
+			r.SoftHeld = proto.Clone(rhs).(*v1.Quantity)
+		}
+	}
+	if rhs := m.Available; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v1.Quantity }); ok {
+			r.Available = vtpb.CloneVT()
+		} else {
+			r.Available = proto.Clone(rhs).(*v1.Quantity)
+		}
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *InventoryBalance) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *AdjustInventoryResponse) CloneVT() *AdjustInventoryResponse {
+	if m == nil {
+		return (*AdjustInventoryResponse)(nil)
+	}
+	r := new(AdjustInventoryResponse)
+	r.Balance = m.Balance.CloneVT()
+	r.LedgerEntryId = m.LedgerEntryId
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *AdjustInventoryResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ListInventoryRequest) CloneVT() *ListInventoryRequest {
+	if m == nil {
+		return (*ListInventoryRequest)(nil)
+	}
+	r := new(ListInventoryRequest)
+	r.Sku = m.Sku
+	r.SiteId = m.SiteId
+	r.PageSize = m.PageSize
+	r.PageToken = m.PageToken
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ListInventoryRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ListInventoryResponse) CloneVT() *ListInventoryResponse {
+	if m == nil {
+		return (*ListInventoryResponse)(nil)
+	}
+	r := new(ListInventoryResponse)
+	r.NextPageToken = m.NextPageToken
+	if rhs := m.Balances; rhs != nil {
+		tmpContainer := make([]*InventoryBalance, len(rhs))
+		for k, v := range rhs {
+			tmpContainer[k] = v.CloneVT()
+		}
+		r.Balances = tmpContainer
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ListInventoryResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *SupplyPlan) CloneVT() *SupplyPlan {
+	if m == nil {
+		return (*SupplyPlan)(nil)
+	}
+	r := new(SupplyPlan)
+	r.Id = m.Id
+	r.SiteId = m.SiteId
+	r.Sku = m.Sku
+	r.DueTime = (*timestamppb.Timestamp)((*timestamppb1.Timestamp)(m.DueTime).CloneVT())
+	if rhs := m.Quantity; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v1.Quantity }); ok {
+			r.Quantity = vtpb.CloneVT()
+		} else {
+			r.Quantity = proto.Clone(rhs).(*v1.Quantity)
+		}
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *SupplyPlan) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *CreateSupplyPlanRequest) CloneVT() *CreateSupplyPlanRequest {
+	if m == nil {
+		return (*CreateSupplyPlanRequest)(nil)
+	}
+	r := new(CreateSupplyPlanRequest)
+	r.SupplyPlan = m.SupplyPlan.CloneVT()
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *CreateSupplyPlanRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *CreateSupplyPlanResponse) CloneVT() *CreateSupplyPlanResponse {
+	if m == nil {
+		return (*CreateSupplyPlanResponse)(nil)
+	}
+	r := new(CreateSupplyPlanResponse)
+	r.SupplyPlan = m.SupplyPlan.CloneVT()
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *CreateSupplyPlanResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ListSupplyPlansRequest) CloneVT() *ListSupplyPlansRequest {
+	if m == nil {
+		return (*ListSupplyPlansRequest)(nil)
+	}
+	r := new(ListSupplyPlansRequest)
+	r.Sku = m.Sku
+	r.SiteId = m.SiteId
+	r.PageSize = m.PageSize
+	r.PageToken = m.PageToken
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ListSupplyPlansRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ListSupplyPlansResponse) CloneVT() *ListSupplyPlansResponse {
+	if m == nil {
+		return (*ListSupplyPlansResponse)(nil)
+	}
+	r := new(ListSupplyPlansResponse)
+	r.NextPageToken = m.NextPageToken
+	if rhs := m.SupplyPlans; rhs != nil {
+		tmpContainer := make([]*SupplyPlan, len(rhs))
+		for k, v := range rhs {
+			tmpContainer[k] = v.CloneVT()
+		}
+		r.SupplyPlans = tmpContainer
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ListSupplyPlansResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *AvailabilityLine) CloneVT() *AvailabilityLine {
+	if m == nil {
+		return (*AvailabilityLine)(nil)
+	}
+	r := new(AvailabilityLine)
+	r.Sku = m.Sku
+	if rhs := m.Quantity; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v1.Quantity }); ok {
+			r.Quantity = vtpb.CloneVT()
+		} else {
+			r.Quantity = proto.Clone(rhs).(*v1.Quantity)
+		}
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *AvailabilityLine) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *CheckAvailabilityRequest) CloneVT() *CheckAvailabilityRequest {
+	if m == nil {
+		return (*CheckAvailabilityRequest)(nil)
+	}
+	r := new(CheckAvailabilityRequest)
+	r.ShipToRegion = m.ShipToRegion
+	r.AllowSplit = m.AllowSplit
+	if rhs := m.Lines; rhs != nil {
+		tmpContainer := make([]*AvailabilityLine, len(rhs))
+		for k, v := range rhs {
+			tmpContainer[k] = v.CloneVT()
+		}
+		r.Lines = tmpContainer
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *CheckAvailabilityRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *SupplySource) CloneVT() *SupplySource {
+	if m == nil {
+		return (*SupplySource)(nil)
+	}
+	r := new(SupplySource)
+	r.SiteId = m.SiteId
+	r.AvailableTime = (*timestamppb.Timestamp)((*timestamppb1.Timestamp)(m.AvailableTime).CloneVT())
+	r.TransitDays = m.TransitDays
+	r.Kind = m.Kind
+	if rhs := m.Quantity; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v1.Quantity }); ok {
+			r.Quantity = vtpb.CloneVT()
+		} else {
+			r.Quantity = proto.Clone(rhs).(*v1.Quantity)
+		}
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *SupplySource) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *LineAvailability) CloneVT() *LineAvailability {
+	if m == nil {
+		return (*LineAvailability)(nil)
+	}
+	r := new(LineAvailability)
+	r.Index = m.Index
+	r.Sku = m.Sku
+	r.Covered = m.Covered
+	r.PromisedTime = (*timestamppb.Timestamp)((*timestamppb1.Timestamp)(m.PromisedTime).CloneVT())
+	r.Reason = m.Reason
+	if rhs := m.BaseQuantity; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v1.Quantity }); ok {
+			r.BaseQuantity = vtpb.CloneVT()
+		} else {
+			r.BaseQuantity = proto.Clone(rhs).(*v1.Quantity)
+		}
+	}
+	if rhs := m.Sources; rhs != nil {
+		tmpContainer := make([]*SupplySource, len(rhs))
+		for k, v := range rhs {
+			tmpContainer[k] = v.CloneVT()
+		}
+		r.Sources = tmpContainer
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *LineAvailability) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *CheckAvailabilityResponse) CloneVT() *CheckAvailabilityResponse {
+	if m == nil {
+		return (*CheckAvailabilityResponse)(nil)
+	}
+	r := new(CheckAvailabilityResponse)
+	r.CheckTime = (*timestamppb.Timestamp)((*timestamppb1.Timestamp)(m.CheckTime).CloneVT())
+	if rhs := m.Lines; rhs != nil {
+		tmpContainer := make([]*LineAvailability, len(rhs))
+		for k, v := range rhs {
+			tmpContainer[k] = v.CloneVT()
+		}
+		r.Lines = tmpContainer
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *CheckAvailabilityResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ReservedLine) CloneVT() *ReservedLine {
+	if m == nil {
+		return (*ReservedLine)(nil)
+	}
+	r := new(ReservedLine)
+	r.LineIndex = m.LineIndex
+	r.Sku = m.Sku
+	r.SiteId = m.SiteId
+	r.PromisedTime = (*timestamppb.Timestamp)((*timestamppb1.Timestamp)(m.PromisedTime).CloneVT())
+	if rhs := m.Quantity; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v1.Quantity }); ok {
+			r.Quantity = vtpb.CloneVT()
+		} else {
+			r.Quantity = proto.Clone(rhs).(*v1.Quantity)
+		}
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ReservedLine) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *Reservation) CloneVT() *Reservation {
+	if m == nil {
+		return (*Reservation)(nil)
+	}
+	r := new(Reservation)
+	r.Id = m.Id
+	r.Kind = m.Kind
+	r.Status = m.Status
+	r.ReferenceId = m.ReferenceId
+	r.ExpireTime = (*timestamppb.Timestamp)((*timestamppb1.Timestamp)(m.ExpireTime).CloneVT())
+	r.CreateTime = (*timestamppb.Timestamp)((*timestamppb1.Timestamp)(m.CreateTime).CloneVT())
+	if rhs := m.Lines; rhs != nil {
+		tmpContainer := make([]*ReservedLine, len(rhs))
+		for k, v := range rhs {
+			tmpContainer[k] = v.CloneVT()
+		}
+		r.Lines = tmpContainer
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *Reservation) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *CreateReservationRequest) CloneVT() *CreateReservationRequest {
+	if m == nil {
+		return (*CreateReservationRequest)(nil)
+	}
+	r := new(CreateReservationRequest)
+	r.Kind = m.Kind
+	r.ReferenceId = m.ReferenceId
+	r.ShipToRegion = m.ShipToRegion
+	r.AllowSplit = m.AllowSplit
+	r.ExpireTime = (*timestamppb.Timestamp)((*timestamppb1.Timestamp)(m.ExpireTime).CloneVT())
+	if rhs := m.Lines; rhs != nil {
+		tmpContainer := make([]*AvailabilityLine, len(rhs))
+		for k, v := range rhs {
+			tmpContainer[k] = v.CloneVT()
+		}
+		r.Lines = tmpContainer
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *CreateReservationRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *CreateReservationResponse) CloneVT() *CreateReservationResponse {
+	if m == nil {
+		return (*CreateReservationResponse)(nil)
+	}
+	r := new(CreateReservationResponse)
+	r.Reservation = m.Reservation.CloneVT()
+	if rhs := m.Lines; rhs != nil {
+		tmpContainer := make([]*LineAvailability, len(rhs))
+		for k, v := range rhs {
+			tmpContainer[k] = v.CloneVT()
+		}
+		r.Lines = tmpContainer
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *CreateReservationResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ReleaseReservationRequest) CloneVT() *ReleaseReservationRequest {
+	if m == nil {
+		return (*ReleaseReservationRequest)(nil)
+	}
+	r := new(ReleaseReservationRequest)
+	r.Id = m.Id
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ReleaseReservationRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ReleaseReservationResponse) CloneVT() *ReleaseReservationResponse {
+	if m == nil {
+		return (*ReleaseReservationResponse)(nil)
+	}
+	r := new(ReleaseReservationResponse)
+	r.Reservation = m.Reservation.CloneVT()
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ReleaseReservationResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ShipmentLine) CloneVT() *ShipmentLine {
+	if m == nil {
+		return (*ShipmentLine)(nil)
+	}
+	r := new(ShipmentLine)
+	r.OrderLineIndex = m.OrderLineIndex
+	r.Sku = m.Sku
+	if rhs := m.Quantity; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v1.Quantity }); ok {
+			r.Quantity = vtpb.CloneVT()
+		} else {
+			r.Quantity = proto.Clone(rhs).(*v1.Quantity)
+		}
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ShipmentLine) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *Shipment) CloneVT() *Shipment {
+	if m == nil {
+		return (*Shipment)(nil)
+	}
+	r := new(Shipment)
+	r.Id = m.Id
+	r.OrderId = m.OrderId
+	r.SiteId = m.SiteId
+	r.Status = m.Status
+	r.Carrier = m.Carrier
+	r.TrackingNumber = m.TrackingNumber
+	r.InvoiceId = m.InvoiceId
+	r.CreateTime = (*timestamppb.Timestamp)((*timestamppb1.Timestamp)(m.CreateTime).CloneVT())
+	r.ConfirmTime = (*timestamppb.Timestamp)((*timestamppb1.Timestamp)(m.ConfirmTime).CloneVT())
+	if rhs := m.Lines; rhs != nil {
+		tmpContainer := make([]*ShipmentLine, len(rhs))
+		for k, v := range rhs {
+			tmpContainer[k] = v.CloneVT()
+		}
+		r.Lines = tmpContainer
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *Shipment) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *CreateShipmentRequest) CloneVT() *CreateShipmentRequest {
+	if m == nil {
+		return (*CreateShipmentRequest)(nil)
+	}
+	r := new(CreateShipmentRequest)
+	r.Shipment = m.Shipment.CloneVT()
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *CreateShipmentRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *CreateShipmentResponse) CloneVT() *CreateShipmentResponse {
+	if m == nil {
+		return (*CreateShipmentResponse)(nil)
+	}
+	r := new(CreateShipmentResponse)
+	r.Shipment = m.Shipment.CloneVT()
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *CreateShipmentResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *GetShipmentRequest) CloneVT() *GetShipmentRequest {
+	if m == nil {
+		return (*GetShipmentRequest)(nil)
+	}
+	r := new(GetShipmentRequest)
+	r.Id = m.Id
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *GetShipmentRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *GetShipmentResponse) CloneVT() *GetShipmentResponse {
+	if m == nil {
+		return (*GetShipmentResponse)(nil)
+	}
+	r := new(GetShipmentResponse)
+	r.Shipment = m.Shipment.CloneVT()
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *GetShipmentResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ListShipmentsRequest) CloneVT() *ListShipmentsRequest {
+	if m == nil {
+		return (*ListShipmentsRequest)(nil)
+	}
+	r := new(ListShipmentsRequest)
+	r.OrderId = m.OrderId
+	r.PageSize = m.PageSize
+	r.PageToken = m.PageToken
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ListShipmentsRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ListShipmentsResponse) CloneVT() *ListShipmentsResponse {
+	if m == nil {
+		return (*ListShipmentsResponse)(nil)
+	}
+	r := new(ListShipmentsResponse)
+	r.NextPageToken = m.NextPageToken
+	if rhs := m.Shipments; rhs != nil {
+		tmpContainer := make([]*Shipment, len(rhs))
+		for k, v := range rhs {
+			tmpContainer[k] = v.CloneVT()
+		}
+		r.Shipments = tmpContainer
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ListShipmentsResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ConfirmShipmentRequest) CloneVT() *ConfirmShipmentRequest {
+	if m == nil {
+		return (*ConfirmShipmentRequest)(nil)
+	}
+	r := new(ConfirmShipmentRequest)
+	r.Id = m.Id
+	r.Carrier = m.Carrier
+	r.TrackingNumber = m.TrackingNumber
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ConfirmShipmentRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ConfirmShipmentResponse) CloneVT() *ConfirmShipmentResponse {
+	if m == nil {
+		return (*ConfirmShipmentResponse)(nil)
+	}
+	r := new(ConfirmShipmentResponse)
+	r.Shipment = m.Shipment.CloneVT()
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ConfirmShipmentResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *InvoiceLine) CloneVT() *InvoiceLine {
+	if m == nil {
+		return (*InvoiceLine)(nil)
+	}
+	r := new(InvoiceLine)
+	r.OrderLineIndex = m.OrderLineIndex
+	r.Sku = m.Sku
+	if rhs := m.Quantity; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v1.Quantity }); ok {
+			r.Quantity = vtpb.CloneVT()
+		} else {
+			r.Quantity = proto.Clone(rhs).(*v1.Quantity)
+		}
+	}
+	if rhs := m.UnitPrice; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v1.Money }); ok {
+			r.UnitPrice = vtpb.CloneVT()
+		} else {
+			r.UnitPrice = proto.Clone(rhs).(*v1.Money)
+		}
+	}
+	if rhs := m.NetAmount; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v1.Money }); ok {
+			r.NetAmount = vtpb.CloneVT()
+		} else {
+			r.NetAmount = proto.Clone(rhs).(*v1.Money)
+		}
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *InvoiceLine) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *Invoice) CloneVT() *Invoice {
+	if m == nil {
+		return (*Invoice)(nil)
+	}
+	r := new(Invoice)
+	r.Id = m.Id
+	r.OrderId = m.OrderId
+	r.ShipmentId = m.ShipmentId
+	r.CustomerId = m.CustomerId
+	r.TaxRate = m.TaxRate
+	r.Status = m.Status
+	r.PostTime = (*timestamppb.Timestamp)((*timestamppb1.Timestamp)(m.PostTime).CloneVT())
+	r.PaidTime = (*timestamppb.Timestamp)((*timestamppb1.Timestamp)(m.PaidTime).CloneVT())
+	if rhs := m.Lines; rhs != nil {
+		tmpContainer := make([]*InvoiceLine, len(rhs))
+		for k, v := range rhs {
+			tmpContainer[k] = v.CloneVT()
+		}
+		r.Lines = tmpContainer
+	}
+	if rhs := m.NetTotal; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v1.Money }); ok {
+			r.NetTotal = vtpb.CloneVT()
+		} else {
+			r.NetTotal = proto.Clone(rhs).(*v1.Money)
+		}
+	}
+	if rhs := m.TaxTotal; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v1.Money }); ok {
+			r.TaxTotal = vtpb.CloneVT()
+		} else {
+			r.TaxTotal = proto.Clone(rhs).(*v1.Money)
+		}
+	}
+	if rhs := m.GrossTotal; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v1.Money }); ok {
+			r.GrossTotal = vtpb.CloneVT()
+		} else {
+			r.GrossTotal = proto.Clone(rhs).(*v1.Money)
+		}
+	}
+	if rhs := m.PaidTotal; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v1.Money }); ok {
+			r.PaidTotal = vtpb.CloneVT()
+		} else {
+			r.PaidTotal = proto.Clone(rhs).(*v1.Money)
+		}
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *Invoice) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *GetInvoiceRequest) CloneVT() *GetInvoiceRequest {
+	if m == nil {
+		return (*GetInvoiceRequest)(nil)
+	}
+	r := new(GetInvoiceRequest)
+	r.Id = m.Id
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *GetInvoiceRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *GetInvoiceResponse) CloneVT() *GetInvoiceResponse {
+	if m == nil {
+		return (*GetInvoiceResponse)(nil)
+	}
+	r := new(GetInvoiceResponse)
+	r.Invoice = m.Invoice.CloneVT()
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *GetInvoiceResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ListInvoicesRequest) CloneVT() *ListInvoicesRequest {
+	if m == nil {
+		return (*ListInvoicesRequest)(nil)
+	}
+	r := new(ListInvoicesRequest)
+	r.OrderId = m.OrderId
+	r.CustomerId = m.CustomerId
+	r.PageSize = m.PageSize
+	r.PageToken = m.PageToken
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ListInvoicesRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ListInvoicesResponse) CloneVT() *ListInvoicesResponse {
+	if m == nil {
+		return (*ListInvoicesResponse)(nil)
+	}
+	r := new(ListInvoicesResponse)
+	r.NextPageToken = m.NextPageToken
+	if rhs := m.Invoices; rhs != nil {
+		tmpContainer := make([]*Invoice, len(rhs))
+		for k, v := range rhs {
+			tmpContainer[k] = v.CloneVT()
+		}
+		r.Invoices = tmpContainer
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ListInvoicesResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *RecordPaymentRequest) CloneVT() *RecordPaymentRequest {
+	if m == nil {
+		return (*RecordPaymentRequest)(nil)
+	}
+	r := new(RecordPaymentRequest)
+	r.Id = m.Id
+	r.Reference = m.Reference
+	if rhs := m.Amount; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v1.Money }); ok {
+			r.Amount = vtpb.CloneVT()
+		} else {
+			r.Amount = proto.Clone(rhs).(*v1.Money)
+		}
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *RecordPaymentRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *RecordPaymentResponse) CloneVT() *RecordPaymentResponse {
+	if m == nil {
+		return (*RecordPaymentResponse)(nil)
+	}
+	r := new(RecordPaymentResponse)
+	r.Invoice = m.Invoice.CloneVT()
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *RecordPaymentResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ReturnLine) CloneVT() *ReturnLine {
+	if m == nil {
+		return (*ReturnLine)(nil)
+	}
+	r := new(ReturnLine)
+	r.OrderLineIndex = m.OrderLineIndex
+	r.Sku = m.Sku
+	if rhs := m.Quantity; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v1.Quantity }); ok {
+			r.Quantity = vtpb.CloneVT()
+		} else {
+			r.Quantity = proto.Clone(rhs).(*v1.Quantity)
+		}
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ReturnLine) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *Return) CloneVT() *Return {
+	if m == nil {
+		return (*Return)(nil)
+	}
+	r := new(Return)
+	r.Id = m.Id
+	r.OrderId = m.OrderId
+	r.Reason = m.Reason
+	r.Status = m.Status
+	r.ReceivedSiteId = m.ReceivedSiteId
+	r.Disposition = m.Disposition
+	r.CreditMemo = m.CreditMemo.CloneVT()
+	r.CreateTime = (*timestamppb.Timestamp)((*timestamppb1.Timestamp)(m.CreateTime).CloneVT())
+	r.ReceiveTime = (*timestamppb.Timestamp)((*timestamppb1.Timestamp)(m.ReceiveTime).CloneVT())
+	if rhs := m.Lines; rhs != nil {
+		tmpContainer := make([]*ReturnLine, len(rhs))
+		for k, v := range rhs {
+			tmpContainer[k] = v.CloneVT()
+		}
+		r.Lines = tmpContainer
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *Return) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *CreditMemo) CloneVT() *CreditMemo {
+	if m == nil {
+		return (*CreditMemo)(nil)
+	}
+	r := new(CreditMemo)
+	r.Id = m.Id
+	r.ReturnId = m.ReturnId
+	r.CustomerId = m.CustomerId
+	r.IssueTime = (*timestamppb.Timestamp)((*timestamppb1.Timestamp)(m.IssueTime).CloneVT())
+	if rhs := m.Amount; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v1.Money }); ok {
+			r.Amount = vtpb.CloneVT()
+		} else {
+			r.Amount = proto.Clone(rhs).(*v1.Money)
+		}
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *CreditMemo) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *CreateReturnRequest) CloneVT() *CreateReturnRequest {
+	if m == nil {
+		return (*CreateReturnRequest)(nil)
+	}
+	r := new(CreateReturnRequest)
+	r.Return = m.Return.CloneVT()
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *CreateReturnRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *CreateReturnResponse) CloneVT() *CreateReturnResponse {
+	if m == nil {
+		return (*CreateReturnResponse)(nil)
+	}
+	r := new(CreateReturnResponse)
+	r.Return = m.Return.CloneVT()
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *CreateReturnResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *GetReturnRequest) CloneVT() *GetReturnRequest {
+	if m == nil {
+		return (*GetReturnRequest)(nil)
+	}
+	r := new(GetReturnRequest)
+	r.Id = m.Id
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *GetReturnRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *GetReturnResponse) CloneVT() *GetReturnResponse {
+	if m == nil {
+		return (*GetReturnResponse)(nil)
+	}
+	r := new(GetReturnResponse)
+	r.Return = m.Return.CloneVT()
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *GetReturnResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ListReturnsRequest) CloneVT() *ListReturnsRequest {
+	if m == nil {
+		return (*ListReturnsRequest)(nil)
+	}
+	r := new(ListReturnsRequest)
+	r.OrderId = m.OrderId
+	r.PageSize = m.PageSize
+	r.PageToken = m.PageToken
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ListReturnsRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ListReturnsResponse) CloneVT() *ListReturnsResponse {
+	if m == nil {
+		return (*ListReturnsResponse)(nil)
+	}
+	r := new(ListReturnsResponse)
+	r.NextPageToken = m.NextPageToken
+	if rhs := m.Returns; rhs != nil {
+		tmpContainer := make([]*Return, len(rhs))
+		for k, v := range rhs {
+			tmpContainer[k] = v.CloneVT()
+		}
+		r.Returns = tmpContainer
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ListReturnsResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ReceiveReturnRequest) CloneVT() *ReceiveReturnRequest {
+	if m == nil {
+		return (*ReceiveReturnRequest)(nil)
+	}
+	r := new(ReceiveReturnRequest)
+	r.Id = m.Id
+	r.SiteId = m.SiteId
+	r.Disposition = m.Disposition
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ReceiveReturnRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ReceiveReturnResponse) CloneVT() *ReceiveReturnResponse {
+	if m == nil {
+		return (*ReceiveReturnResponse)(nil)
+	}
+	r := new(ReceiveReturnResponse)
+	r.Return = m.Return.CloneVT()
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ReceiveReturnResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
 
 func (m *TransitTime) MarshalVT() (dAtA []byte, err error) {
 	if m == nil {
@@ -98,7 +1428,7 @@ func (m *Site) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		copy(dAtA[i:], m.unknownFields)
 	}
 	if m.CreateTime != nil {
-		size, err := (*timestamppb.Timestamp)(m.CreateTime).MarshalToSizedBufferVT(dAtA[:i])
+		size, err := (*timestamppb1.Timestamp)(m.CreateTime).MarshalToSizedBufferVT(dAtA[:i])
 		if err != nil {
 			return 0, err
 		}
@@ -547,7 +1877,7 @@ func (m *InventoryBalance) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		copy(dAtA[i:], m.unknownFields)
 	}
 	if m.UpdateTime != nil {
-		size, err := (*timestamppb.Timestamp)(m.UpdateTime).MarshalToSizedBufferVT(dAtA[:i])
+		size, err := (*timestamppb1.Timestamp)(m.UpdateTime).MarshalToSizedBufferVT(dAtA[:i])
 		if err != nil {
 			return 0, err
 		}
@@ -853,7 +2183,7 @@ func (m *SupplyPlan) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		copy(dAtA[i:], m.unknownFields)
 	}
 	if m.DueTime != nil {
-		size, err := (*timestamppb.Timestamp)(m.DueTime).MarshalToSizedBufferVT(dAtA[:i])
+		size, err := (*timestamppb1.Timestamp)(m.DueTime).MarshalToSizedBufferVT(dAtA[:i])
 		if err != nil {
 			return 0, err
 		}
@@ -1272,7 +2602,7 @@ func (m *SupplySource) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		dAtA[i] = 0x20
 	}
 	if m.AvailableTime != nil {
-		size, err := (*timestamppb.Timestamp)(m.AvailableTime).MarshalToSizedBufferVT(dAtA[:i])
+		size, err := (*timestamppb1.Timestamp)(m.AvailableTime).MarshalToSizedBufferVT(dAtA[:i])
 		if err != nil {
 			return 0, err
 		}
@@ -1351,7 +2681,7 @@ func (m *LineAvailability) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		dAtA[i] = 0x3a
 	}
 	if m.PromisedTime != nil {
-		size, err := (*timestamppb.Timestamp)(m.PromisedTime).MarshalToSizedBufferVT(dAtA[:i])
+		size, err := (*timestamppb1.Timestamp)(m.PromisedTime).MarshalToSizedBufferVT(dAtA[:i])
 		if err != nil {
 			return 0, err
 		}
@@ -1450,7 +2780,7 @@ func (m *CheckAvailabilityResponse) MarshalToSizedBufferVT(dAtA []byte) (int, er
 		copy(dAtA[i:], m.unknownFields)
 	}
 	if m.CheckTime != nil {
-		size, err := (*timestamppb.Timestamp)(m.CheckTime).MarshalToSizedBufferVT(dAtA[:i])
+		size, err := (*timestamppb1.Timestamp)(m.CheckTime).MarshalToSizedBufferVT(dAtA[:i])
 		if err != nil {
 			return 0, err
 		}
@@ -1505,7 +2835,7 @@ func (m *ReservedLine) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		copy(dAtA[i:], m.unknownFields)
 	}
 	if m.PromisedTime != nil {
-		size, err := (*timestamppb.Timestamp)(m.PromisedTime).MarshalToSizedBufferVT(dAtA[:i])
+		size, err := (*timestamppb1.Timestamp)(m.PromisedTime).MarshalToSizedBufferVT(dAtA[:i])
 		if err != nil {
 			return 0, err
 		}
@@ -1589,7 +2919,7 @@ func (m *Reservation) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		copy(dAtA[i:], m.unknownFields)
 	}
 	if m.CreateTime != nil {
-		size, err := (*timestamppb.Timestamp)(m.CreateTime).MarshalToSizedBufferVT(dAtA[:i])
+		size, err := (*timestamppb1.Timestamp)(m.CreateTime).MarshalToSizedBufferVT(dAtA[:i])
 		if err != nil {
 			return 0, err
 		}
@@ -1599,7 +2929,7 @@ func (m *Reservation) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		dAtA[i] = 0x3a
 	}
 	if m.ExpireTime != nil {
-		size, err := (*timestamppb.Timestamp)(m.ExpireTime).MarshalToSizedBufferVT(dAtA[:i])
+		size, err := (*timestamppb1.Timestamp)(m.ExpireTime).MarshalToSizedBufferVT(dAtA[:i])
 		if err != nil {
 			return 0, err
 		}
@@ -1678,7 +3008,7 @@ func (m *CreateReservationRequest) MarshalToSizedBufferVT(dAtA []byte) (int, err
 		copy(dAtA[i:], m.unknownFields)
 	}
 	if m.ExpireTime != nil {
-		size, err := (*timestamppb.Timestamp)(m.ExpireTime).MarshalToSizedBufferVT(dAtA[:i])
+		size, err := (*timestamppb1.Timestamp)(m.ExpireTime).MarshalToSizedBufferVT(dAtA[:i])
 		if err != nil {
 			return 0, err
 		}
@@ -1967,7 +3297,7 @@ func (m *Shipment) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		copy(dAtA[i:], m.unknownFields)
 	}
 	if m.ConfirmTime != nil {
-		size, err := (*timestamppb.Timestamp)(m.ConfirmTime).MarshalToSizedBufferVT(dAtA[:i])
+		size, err := (*timestamppb1.Timestamp)(m.ConfirmTime).MarshalToSizedBufferVT(dAtA[:i])
 		if err != nil {
 			return 0, err
 		}
@@ -1977,7 +3307,7 @@ func (m *Shipment) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		dAtA[i] = 0x52
 	}
 	if m.CreateTime != nil {
-		size, err := (*timestamppb.Timestamp)(m.CreateTime).MarshalToSizedBufferVT(dAtA[:i])
+		size, err := (*timestamppb1.Timestamp)(m.CreateTime).MarshalToSizedBufferVT(dAtA[:i])
 		if err != nil {
 			return 0, err
 		}
@@ -2560,7 +3890,7 @@ func (m *Invoice) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		copy(dAtA[i:], m.unknownFields)
 	}
 	if m.PaidTime != nil {
-		size, err := (*timestamppb.Timestamp)(m.PaidTime).MarshalToSizedBufferVT(dAtA[:i])
+		size, err := (*timestamppb1.Timestamp)(m.PaidTime).MarshalToSizedBufferVT(dAtA[:i])
 		if err != nil {
 			return 0, err
 		}
@@ -2570,7 +3900,7 @@ func (m *Invoice) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		dAtA[i] = 0x6a
 	}
 	if m.PostTime != nil {
-		size, err := (*timestamppb.Timestamp)(m.PostTime).MarshalToSizedBufferVT(dAtA[:i])
+		size, err := (*timestamppb1.Timestamp)(m.PostTime).MarshalToSizedBufferVT(dAtA[:i])
 		if err != nil {
 			return 0, err
 		}
@@ -3126,7 +4456,7 @@ func (m *Return) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		copy(dAtA[i:], m.unknownFields)
 	}
 	if m.ReceiveTime != nil {
-		size, err := (*timestamppb.Timestamp)(m.ReceiveTime).MarshalToSizedBufferVT(dAtA[:i])
+		size, err := (*timestamppb1.Timestamp)(m.ReceiveTime).MarshalToSizedBufferVT(dAtA[:i])
 		if err != nil {
 			return 0, err
 		}
@@ -3136,7 +4466,7 @@ func (m *Return) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		dAtA[i] = 0x52
 	}
 	if m.CreateTime != nil {
-		size, err := (*timestamppb.Timestamp)(m.CreateTime).MarshalToSizedBufferVT(dAtA[:i])
+		size, err := (*timestamppb1.Timestamp)(m.CreateTime).MarshalToSizedBufferVT(dAtA[:i])
 		if err != nil {
 			return 0, err
 		}
@@ -3239,7 +4569,7 @@ func (m *CreditMemo) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		copy(dAtA[i:], m.unknownFields)
 	}
 	if m.IssueTime != nil {
-		size, err := (*timestamppb.Timestamp)(m.IssueTime).MarshalToSizedBufferVT(dAtA[:i])
+		size, err := (*timestamppb1.Timestamp)(m.IssueTime).MarshalToSizedBufferVT(dAtA[:i])
 		if err != nil {
 			return 0, err
 		}
@@ -3717,7 +5047,7 @@ func (m *Site) SizeVT() (n int) {
 		}
 	}
 	if m.CreateTime != nil {
-		l = (*timestamppb.Timestamp)(m.CreateTime).SizeVT()
+		l = (*timestamppb1.Timestamp)(m.CreateTime).SizeVT()
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	n += len(m.unknownFields)
@@ -3909,7 +5239,7 @@ func (m *InventoryBalance) SizeVT() (n int) {
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	if m.UpdateTime != nil {
-		l = (*timestamppb.Timestamp)(m.UpdateTime).SizeVT()
+		l = (*timestamppb1.Timestamp)(m.UpdateTime).SizeVT()
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	n += len(m.unknownFields)
@@ -4008,7 +5338,7 @@ func (m *SupplyPlan) SizeVT() (n int) {
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	if m.DueTime != nil {
-		l = (*timestamppb.Timestamp)(m.DueTime).SizeVT()
+		l = (*timestamppb1.Timestamp)(m.DueTime).SizeVT()
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	n += len(m.unknownFields)
@@ -4156,7 +5486,7 @@ func (m *SupplySource) SizeVT() (n int) {
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	if m.AvailableTime != nil {
-		l = (*timestamppb.Timestamp)(m.AvailableTime).SizeVT()
+		l = (*timestamppb1.Timestamp)(m.AvailableTime).SizeVT()
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	if m.TransitDays != 0 {
@@ -4203,7 +5533,7 @@ func (m *LineAvailability) SizeVT() (n int) {
 		}
 	}
 	if m.PromisedTime != nil {
-		l = (*timestamppb.Timestamp)(m.PromisedTime).SizeVT()
+		l = (*timestamppb1.Timestamp)(m.PromisedTime).SizeVT()
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	l = len(m.Reason)
@@ -4227,7 +5557,7 @@ func (m *CheckAvailabilityResponse) SizeVT() (n int) {
 		}
 	}
 	if m.CheckTime != nil {
-		l = (*timestamppb.Timestamp)(m.CheckTime).SizeVT()
+		l = (*timestamppb1.Timestamp)(m.CheckTime).SizeVT()
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	n += len(m.unknownFields)
@@ -4262,7 +5592,7 @@ func (m *ReservedLine) SizeVT() (n int) {
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	if m.PromisedTime != nil {
-		l = (*timestamppb.Timestamp)(m.PromisedTime).SizeVT()
+		l = (*timestamppb1.Timestamp)(m.PromisedTime).SizeVT()
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	n += len(m.unknownFields)
@@ -4296,11 +5626,11 @@ func (m *Reservation) SizeVT() (n int) {
 		}
 	}
 	if m.ExpireTime != nil {
-		l = (*timestamppb.Timestamp)(m.ExpireTime).SizeVT()
+		l = (*timestamppb1.Timestamp)(m.ExpireTime).SizeVT()
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	if m.CreateTime != nil {
-		l = (*timestamppb.Timestamp)(m.CreateTime).SizeVT()
+		l = (*timestamppb1.Timestamp)(m.CreateTime).SizeVT()
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	n += len(m.unknownFields)
@@ -4334,7 +5664,7 @@ func (m *CreateReservationRequest) SizeVT() (n int) {
 		n += 2
 	}
 	if m.ExpireTime != nil {
-		l = (*timestamppb.Timestamp)(m.ExpireTime).SizeVT()
+		l = (*timestamppb1.Timestamp)(m.ExpireTime).SizeVT()
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	n += len(m.unknownFields)
@@ -4456,11 +5786,11 @@ func (m *Shipment) SizeVT() (n int) {
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	if m.CreateTime != nil {
-		l = (*timestamppb.Timestamp)(m.CreateTime).SizeVT()
+		l = (*timestamppb1.Timestamp)(m.CreateTime).SizeVT()
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	if m.ConfirmTime != nil {
-		l = (*timestamppb.Timestamp)(m.ConfirmTime).SizeVT()
+		l = (*timestamppb1.Timestamp)(m.ConfirmTime).SizeVT()
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	n += len(m.unknownFields)
@@ -4723,11 +6053,11 @@ func (m *Invoice) SizeVT() (n int) {
 		n += 1 + protohelpers.SizeOfVarint(uint64(m.Status))
 	}
 	if m.PostTime != nil {
-		l = (*timestamppb.Timestamp)(m.PostTime).SizeVT()
+		l = (*timestamppb1.Timestamp)(m.PostTime).SizeVT()
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	if m.PaidTime != nil {
-		l = (*timestamppb.Timestamp)(m.PaidTime).SizeVT()
+		l = (*timestamppb1.Timestamp)(m.PaidTime).SizeVT()
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	n += len(m.unknownFields)
@@ -4915,11 +6245,11 @@ func (m *Return) SizeVT() (n int) {
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	if m.CreateTime != nil {
-		l = (*timestamppb.Timestamp)(m.CreateTime).SizeVT()
+		l = (*timestamppb1.Timestamp)(m.CreateTime).SizeVT()
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	if m.ReceiveTime != nil {
-		l = (*timestamppb.Timestamp)(m.ReceiveTime).SizeVT()
+		l = (*timestamppb1.Timestamp)(m.ReceiveTime).SizeVT()
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	n += len(m.unknownFields)
@@ -4955,7 +6285,7 @@ func (m *CreditMemo) SizeVT() (n int) {
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	if m.IssueTime != nil {
-		l = (*timestamppb.Timestamp)(m.IssueTime).SizeVT()
+		l = (*timestamppb1.Timestamp)(m.IssueTime).SizeVT()
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	n += len(m.unknownFields)
@@ -5448,9 +6778,9 @@ func (m *Site) UnmarshalVT(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.CreateTime == nil {
-				m.CreateTime = &timestamppb1.Timestamp{}
+				m.CreateTime = &timestamppb.Timestamp{}
 			}
-			if err := (*timestamppb.Timestamp)(m.CreateTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
+			if err := (*timestamppb1.Timestamp)(m.CreateTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
 			iNdEx = postIndex
@@ -6600,9 +7930,9 @@ func (m *InventoryBalance) UnmarshalVT(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.UpdateTime == nil {
-				m.UpdateTime = &timestamppb1.Timestamp{}
+				m.UpdateTime = &timestamppb.Timestamp{}
 			}
-			if err := (*timestamppb.Timestamp)(m.UpdateTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
+			if err := (*timestamppb1.Timestamp)(m.UpdateTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
 			iNdEx = postIndex
@@ -7229,9 +8559,9 @@ func (m *SupplyPlan) UnmarshalVT(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.DueTime == nil {
-				m.DueTime = &timestamppb1.Timestamp{}
+				m.DueTime = &timestamppb.Timestamp{}
 			}
-			if err := (*timestamppb.Timestamp)(m.DueTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
+			if err := (*timestamppb1.Timestamp)(m.DueTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
 			iNdEx = postIndex
@@ -8113,9 +9443,9 @@ func (m *SupplySource) UnmarshalVT(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.AvailableTime == nil {
-				m.AvailableTime = &timestamppb1.Timestamp{}
+				m.AvailableTime = &timestamppb.Timestamp{}
 			}
-			if err := (*timestamppb.Timestamp)(m.AvailableTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
+			if err := (*timestamppb1.Timestamp)(m.AvailableTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
 			iNdEx = postIndex
@@ -8400,9 +9730,9 @@ func (m *LineAvailability) UnmarshalVT(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.PromisedTime == nil {
-				m.PromisedTime = &timestamppb1.Timestamp{}
+				m.PromisedTime = &timestamppb.Timestamp{}
 			}
-			if err := (*timestamppb.Timestamp)(m.PromisedTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
+			if err := (*timestamppb1.Timestamp)(m.PromisedTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
 			iNdEx = postIndex
@@ -8553,9 +9883,9 @@ func (m *CheckAvailabilityResponse) UnmarshalVT(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.CheckTime == nil {
-				m.CheckTime = &timestamppb1.Timestamp{}
+				m.CheckTime = &timestamppb.Timestamp{}
 			}
-			if err := (*timestamppb.Timestamp)(m.CheckTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
+			if err := (*timestamppb1.Timestamp)(m.CheckTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
 			iNdEx = postIndex
@@ -8767,9 +10097,9 @@ func (m *ReservedLine) UnmarshalVT(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.PromisedTime == nil {
-				m.PromisedTime = &timestamppb1.Timestamp{}
+				m.PromisedTime = &timestamppb.Timestamp{}
 			}
-			if err := (*timestamppb.Timestamp)(m.PromisedTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
+			if err := (*timestamppb1.Timestamp)(m.PromisedTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
 			iNdEx = postIndex
@@ -8990,9 +10320,9 @@ func (m *Reservation) UnmarshalVT(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.ExpireTime == nil {
-				m.ExpireTime = &timestamppb1.Timestamp{}
+				m.ExpireTime = &timestamppb.Timestamp{}
 			}
-			if err := (*timestamppb.Timestamp)(m.ExpireTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
+			if err := (*timestamppb1.Timestamp)(m.ExpireTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
 			iNdEx = postIndex
@@ -9026,9 +10356,9 @@ func (m *Reservation) UnmarshalVT(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.CreateTime == nil {
-				m.CreateTime = &timestamppb1.Timestamp{}
+				m.CreateTime = &timestamppb.Timestamp{}
 			}
-			if err := (*timestamppb.Timestamp)(m.CreateTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
+			if err := (*timestamppb1.Timestamp)(m.CreateTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
 			iNdEx = postIndex
@@ -9250,9 +10580,9 @@ func (m *CreateReservationRequest) UnmarshalVT(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.ExpireTime == nil {
-				m.ExpireTime = &timestamppb1.Timestamp{}
+				m.ExpireTime = &timestamppb.Timestamp{}
 			}
-			if err := (*timestamppb.Timestamp)(m.ExpireTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
+			if err := (*timestamppb1.Timestamp)(m.ExpireTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
 			iNdEx = postIndex
@@ -10019,9 +11349,9 @@ func (m *Shipment) UnmarshalVT(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.CreateTime == nil {
-				m.CreateTime = &timestamppb1.Timestamp{}
+				m.CreateTime = &timestamppb.Timestamp{}
 			}
-			if err := (*timestamppb.Timestamp)(m.CreateTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
+			if err := (*timestamppb1.Timestamp)(m.CreateTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
 			iNdEx = postIndex
@@ -10055,9 +11385,9 @@ func (m *Shipment) UnmarshalVT(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.ConfirmTime == nil {
-				m.ConfirmTime = &timestamppb1.Timestamp{}
+				m.ConfirmTime = &timestamppb.Timestamp{}
 			}
-			if err := (*timestamppb.Timestamp)(m.ConfirmTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
+			if err := (*timestamppb1.Timestamp)(m.ConfirmTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
 			iNdEx = postIndex
@@ -11594,9 +12924,9 @@ func (m *Invoice) UnmarshalVT(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.PostTime == nil {
-				m.PostTime = &timestamppb1.Timestamp{}
+				m.PostTime = &timestamppb.Timestamp{}
 			}
-			if err := (*timestamppb.Timestamp)(m.PostTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
+			if err := (*timestamppb1.Timestamp)(m.PostTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
 			iNdEx = postIndex
@@ -11630,9 +12960,9 @@ func (m *Invoice) UnmarshalVT(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.PaidTime == nil {
-				m.PaidTime = &timestamppb1.Timestamp{}
+				m.PaidTime = &timestamppb.Timestamp{}
 			}
-			if err := (*timestamppb.Timestamp)(m.PaidTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
+			if err := (*timestamppb1.Timestamp)(m.PaidTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
 			iNdEx = postIndex
@@ -12798,9 +14128,9 @@ func (m *Return) UnmarshalVT(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.CreateTime == nil {
-				m.CreateTime = &timestamppb1.Timestamp{}
+				m.CreateTime = &timestamppb.Timestamp{}
 			}
-			if err := (*timestamppb.Timestamp)(m.CreateTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
+			if err := (*timestamppb1.Timestamp)(m.CreateTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
 			iNdEx = postIndex
@@ -12834,9 +14164,9 @@ func (m *Return) UnmarshalVT(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.ReceiveTime == nil {
-				m.ReceiveTime = &timestamppb1.Timestamp{}
+				m.ReceiveTime = &timestamppb.Timestamp{}
 			}
-			if err := (*timestamppb.Timestamp)(m.ReceiveTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
+			if err := (*timestamppb1.Timestamp)(m.ReceiveTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
 			iNdEx = postIndex
@@ -13061,9 +14391,9 @@ func (m *CreditMemo) UnmarshalVT(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.IssueTime == nil {
-				m.IssueTime = &timestamppb1.Timestamp{}
+				m.IssueTime = &timestamppb.Timestamp{}
 			}
-			if err := (*timestamppb.Timestamp)(m.IssueTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
+			if err := (*timestamppb1.Timestamp)(m.IssueTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
 			iNdEx = postIndex

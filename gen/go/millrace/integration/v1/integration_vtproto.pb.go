@@ -8,10 +8,10 @@ import (
 	fmt "fmt"
 	v1 "github.com/millrace/millrace/gen/go/millrace/events/v1"
 	protohelpers "github.com/planetscale/vtprotobuf/protohelpers"
-	timestamppb "github.com/planetscale/vtprotobuf/types/known/timestamppb"
+	timestamppb1 "github.com/planetscale/vtprotobuf/types/known/timestamppb"
 	proto "google.golang.org/protobuf/proto"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
-	timestamppb1 "google.golang.org/protobuf/types/known/timestamppb"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	io "io"
 )
 
@@ -21,6 +21,941 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
+
+func (m *ApiKey) CloneVT() *ApiKey {
+	if m == nil {
+		return (*ApiKey)(nil)
+	}
+	r := new(ApiKey)
+	r.Id = m.Id
+	r.DisplayName = m.DisplayName
+	r.Role = m.Role
+	r.Region = m.Region
+	r.RateLimitPerSecond = m.RateLimitPerSecond
+	r.CreateTime = (*timestamppb.Timestamp)((*timestamppb1.Timestamp)(m.CreateTime).CloneVT())
+	r.RevokeTime = (*timestamppb.Timestamp)((*timestamppb1.Timestamp)(m.RevokeTime).CloneVT())
+	r.LastUsedTime = (*timestamppb.Timestamp)((*timestamppb1.Timestamp)(m.LastUsedTime).CloneVT())
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ApiKey) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *CreateApiKeyRequest) CloneVT() *CreateApiKeyRequest {
+	if m == nil {
+		return (*CreateApiKeyRequest)(nil)
+	}
+	r := new(CreateApiKeyRequest)
+	r.ApiKey = m.ApiKey.CloneVT()
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *CreateApiKeyRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *CreateApiKeyResponse) CloneVT() *CreateApiKeyResponse {
+	if m == nil {
+		return (*CreateApiKeyResponse)(nil)
+	}
+	r := new(CreateApiKeyResponse)
+	r.ApiKey = m.ApiKey.CloneVT()
+	r.Secret = m.Secret
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *CreateApiKeyResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ListApiKeysRequest) CloneVT() *ListApiKeysRequest {
+	if m == nil {
+		return (*ListApiKeysRequest)(nil)
+	}
+	r := new(ListApiKeysRequest)
+	r.PageSize = m.PageSize
+	r.PageToken = m.PageToken
+	r.IncludeRevoked = m.IncludeRevoked
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ListApiKeysRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ListApiKeysResponse) CloneVT() *ListApiKeysResponse {
+	if m == nil {
+		return (*ListApiKeysResponse)(nil)
+	}
+	r := new(ListApiKeysResponse)
+	r.NextPageToken = m.NextPageToken
+	if rhs := m.ApiKeys; rhs != nil {
+		tmpContainer := make([]*ApiKey, len(rhs))
+		for k, v := range rhs {
+			tmpContainer[k] = v.CloneVT()
+		}
+		r.ApiKeys = tmpContainer
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ListApiKeysResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *GetApiKeyRequest) CloneVT() *GetApiKeyRequest {
+	if m == nil {
+		return (*GetApiKeyRequest)(nil)
+	}
+	r := new(GetApiKeyRequest)
+	r.Id = m.Id
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *GetApiKeyRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *GetApiKeyResponse) CloneVT() *GetApiKeyResponse {
+	if m == nil {
+		return (*GetApiKeyResponse)(nil)
+	}
+	r := new(GetApiKeyResponse)
+	r.ApiKey = m.ApiKey.CloneVT()
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *GetApiKeyResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *RevokeApiKeyRequest) CloneVT() *RevokeApiKeyRequest {
+	if m == nil {
+		return (*RevokeApiKeyRequest)(nil)
+	}
+	r := new(RevokeApiKeyRequest)
+	r.Id = m.Id
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *RevokeApiKeyRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *RevokeApiKeyResponse) CloneVT() *RevokeApiKeyResponse {
+	if m == nil {
+		return (*RevokeApiKeyResponse)(nil)
+	}
+	r := new(RevokeApiKeyResponse)
+	r.ApiKey = m.ApiKey.CloneVT()
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *RevokeApiKeyResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *GetCallerIdentityRequest) CloneVT() *GetCallerIdentityRequest {
+	if m == nil {
+		return (*GetCallerIdentityRequest)(nil)
+	}
+	r := new(GetCallerIdentityRequest)
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *GetCallerIdentityRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *GetCallerIdentityResponse) CloneVT() *GetCallerIdentityResponse {
+	if m == nil {
+		return (*GetCallerIdentityResponse)(nil)
+	}
+	r := new(GetCallerIdentityResponse)
+	r.KeyId = m.KeyId
+	r.Role = m.Role
+	r.Region = m.Region
+	r.CorrelationId = m.CorrelationId
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *GetCallerIdentityResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *VerifyApiKeyRequest) CloneVT() *VerifyApiKeyRequest {
+	if m == nil {
+		return (*VerifyApiKeyRequest)(nil)
+	}
+	r := new(VerifyApiKeyRequest)
+	r.Secret = m.Secret
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *VerifyApiKeyRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *VerifyApiKeyResponse) CloneVT() *VerifyApiKeyResponse {
+	if m == nil {
+		return (*VerifyApiKeyResponse)(nil)
+	}
+	r := new(VerifyApiKeyResponse)
+	r.ApiKey = m.ApiKey.CloneVT()
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *VerifyApiKeyResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *Subscription) CloneVT() *Subscription {
+	if m == nil {
+		return (*Subscription)(nil)
+	}
+	r := new(Subscription)
+	r.Id = m.Id
+	r.Url = m.Url
+	r.Description = m.Description
+	r.Status = m.Status
+	r.LastSuccessTime = (*timestamppb.Timestamp)((*timestamppb1.Timestamp)(m.LastSuccessTime).CloneVT())
+	r.ConsecutiveFailures = m.ConsecutiveFailures
+	r.Backlog = m.Backlog
+	r.CreateTime = (*timestamppb.Timestamp)((*timestamppb1.Timestamp)(m.CreateTime).CloneVT())
+	if rhs := m.EventTypes; rhs != nil {
+		tmpContainer := make([]string, len(rhs))
+		copy(tmpContainer, rhs)
+		r.EventTypes = tmpContainer
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *Subscription) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *CreateSubscriptionRequest) CloneVT() *CreateSubscriptionRequest {
+	if m == nil {
+		return (*CreateSubscriptionRequest)(nil)
+	}
+	r := new(CreateSubscriptionRequest)
+	r.Subscription = m.Subscription.CloneVT()
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *CreateSubscriptionRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *CreateSubscriptionResponse) CloneVT() *CreateSubscriptionResponse {
+	if m == nil {
+		return (*CreateSubscriptionResponse)(nil)
+	}
+	r := new(CreateSubscriptionResponse)
+	r.Subscription = m.Subscription.CloneVT()
+	r.Secret = m.Secret
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *CreateSubscriptionResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *GetSubscriptionRequest) CloneVT() *GetSubscriptionRequest {
+	if m == nil {
+		return (*GetSubscriptionRequest)(nil)
+	}
+	r := new(GetSubscriptionRequest)
+	r.Id = m.Id
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *GetSubscriptionRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *GetSubscriptionResponse) CloneVT() *GetSubscriptionResponse {
+	if m == nil {
+		return (*GetSubscriptionResponse)(nil)
+	}
+	r := new(GetSubscriptionResponse)
+	r.Subscription = m.Subscription.CloneVT()
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *GetSubscriptionResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ListSubscriptionsRequest) CloneVT() *ListSubscriptionsRequest {
+	if m == nil {
+		return (*ListSubscriptionsRequest)(nil)
+	}
+	r := new(ListSubscriptionsRequest)
+	r.PageSize = m.PageSize
+	r.PageToken = m.PageToken
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ListSubscriptionsRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ListSubscriptionsResponse) CloneVT() *ListSubscriptionsResponse {
+	if m == nil {
+		return (*ListSubscriptionsResponse)(nil)
+	}
+	r := new(ListSubscriptionsResponse)
+	r.NextPageToken = m.NextPageToken
+	if rhs := m.Subscriptions; rhs != nil {
+		tmpContainer := make([]*Subscription, len(rhs))
+		for k, v := range rhs {
+			tmpContainer[k] = v.CloneVT()
+		}
+		r.Subscriptions = tmpContainer
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ListSubscriptionsResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *UpdateSubscriptionRequest) CloneVT() *UpdateSubscriptionRequest {
+	if m == nil {
+		return (*UpdateSubscriptionRequest)(nil)
+	}
+	r := new(UpdateSubscriptionRequest)
+	r.Subscription = m.Subscription.CloneVT()
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *UpdateSubscriptionRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *UpdateSubscriptionResponse) CloneVT() *UpdateSubscriptionResponse {
+	if m == nil {
+		return (*UpdateSubscriptionResponse)(nil)
+	}
+	r := new(UpdateSubscriptionResponse)
+	r.Subscription = m.Subscription.CloneVT()
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *UpdateSubscriptionResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *DeleteSubscriptionRequest) CloneVT() *DeleteSubscriptionRequest {
+	if m == nil {
+		return (*DeleteSubscriptionRequest)(nil)
+	}
+	r := new(DeleteSubscriptionRequest)
+	r.Id = m.Id
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *DeleteSubscriptionRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *DeleteSubscriptionResponse) CloneVT() *DeleteSubscriptionResponse {
+	if m == nil {
+		return (*DeleteSubscriptionResponse)(nil)
+	}
+	r := new(DeleteSubscriptionResponse)
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *DeleteSubscriptionResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *RotateSubscriptionSecretRequest) CloneVT() *RotateSubscriptionSecretRequest {
+	if m == nil {
+		return (*RotateSubscriptionSecretRequest)(nil)
+	}
+	r := new(RotateSubscriptionSecretRequest)
+	r.Id = m.Id
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *RotateSubscriptionSecretRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *RotateSubscriptionSecretResponse) CloneVT() *RotateSubscriptionSecretResponse {
+	if m == nil {
+		return (*RotateSubscriptionSecretResponse)(nil)
+	}
+	r := new(RotateSubscriptionSecretResponse)
+	r.Secret = m.Secret
+	r.PreviousSecretExpireTime = (*timestamppb.Timestamp)((*timestamppb1.Timestamp)(m.PreviousSecretExpireTime).CloneVT())
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *RotateSubscriptionSecretResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *SendTestEventRequest) CloneVT() *SendTestEventRequest {
+	if m == nil {
+		return (*SendTestEventRequest)(nil)
+	}
+	r := new(SendTestEventRequest)
+	r.Id = m.Id
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *SendTestEventRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *SendTestEventResponse) CloneVT() *SendTestEventResponse {
+	if m == nil {
+		return (*SendTestEventResponse)(nil)
+	}
+	r := new(SendTestEventResponse)
+	r.Delivery = m.Delivery.CloneVT()
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *SendTestEventResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *DeliveryAttempt) CloneVT() *DeliveryAttempt {
+	if m == nil {
+		return (*DeliveryAttempt)(nil)
+	}
+	r := new(DeliveryAttempt)
+	r.Time = (*timestamppb.Timestamp)((*timestamppb1.Timestamp)(m.Time).CloneVT())
+	r.StatusCode = m.StatusCode
+	r.LatencyMs = m.LatencyMs
+	r.Error = m.Error
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *DeliveryAttempt) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *Delivery) CloneVT() *Delivery {
+	if m == nil {
+		return (*Delivery)(nil)
+	}
+	r := new(Delivery)
+	r.Id = m.Id
+	r.SubscriptionId = m.SubscriptionId
+	r.EventId = m.EventId
+	r.EventType = m.EventType
+	r.Status = m.Status
+	r.NextAttemptTime = (*timestamppb.Timestamp)((*timestamppb1.Timestamp)(m.NextAttemptTime).CloneVT())
+	if rhs := m.Attempts; rhs != nil {
+		tmpContainer := make([]*DeliveryAttempt, len(rhs))
+		for k, v := range rhs {
+			tmpContainer[k] = v.CloneVT()
+		}
+		r.Attempts = tmpContainer
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *Delivery) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ListDeliveriesRequest) CloneVT() *ListDeliveriesRequest {
+	if m == nil {
+		return (*ListDeliveriesRequest)(nil)
+	}
+	r := new(ListDeliveriesRequest)
+	r.SubscriptionId = m.SubscriptionId
+	r.Status = m.Status
+	r.PageSize = m.PageSize
+	r.PageToken = m.PageToken
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ListDeliveriesRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ListDeliveriesResponse) CloneVT() *ListDeliveriesResponse {
+	if m == nil {
+		return (*ListDeliveriesResponse)(nil)
+	}
+	r := new(ListDeliveriesResponse)
+	r.NextPageToken = m.NextPageToken
+	if rhs := m.Deliveries; rhs != nil {
+		tmpContainer := make([]*Delivery, len(rhs))
+		for k, v := range rhs {
+			tmpContainer[k] = v.CloneVT()
+		}
+		r.Deliveries = tmpContainer
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ListDeliveriesResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ReplaySubscriptionRequest) CloneVT() *ReplaySubscriptionRequest {
+	if m == nil {
+		return (*ReplaySubscriptionRequest)(nil)
+	}
+	r := new(ReplaySubscriptionRequest)
+	r.Id = m.Id
+	r.StartTime = (*timestamppb.Timestamp)((*timestamppb1.Timestamp)(m.StartTime).CloneVT())
+	r.EndTime = (*timestamppb.Timestamp)((*timestamppb1.Timestamp)(m.EndTime).CloneVT())
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ReplaySubscriptionRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ReplaySubscriptionResponse) CloneVT() *ReplaySubscriptionResponse {
+	if m == nil {
+		return (*ReplaySubscriptionResponse)(nil)
+	}
+	r := new(ReplaySubscriptionResponse)
+	r.Queued = m.Queued
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ReplaySubscriptionResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *DeadLetter) CloneVT() *DeadLetter {
+	if m == nil {
+		return (*DeadLetter)(nil)
+	}
+	r := new(DeadLetter)
+	r.Id = m.Id
+	r.Delivery = m.Delivery.CloneVT()
+	r.CreateTime = (*timestamppb.Timestamp)((*timestamppb1.Timestamp)(m.CreateTime).CloneVT())
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *DeadLetter) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ListDeadLettersRequest) CloneVT() *ListDeadLettersRequest {
+	if m == nil {
+		return (*ListDeadLettersRequest)(nil)
+	}
+	r := new(ListDeadLettersRequest)
+	r.SubscriptionId = m.SubscriptionId
+	r.PageSize = m.PageSize
+	r.PageToken = m.PageToken
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ListDeadLettersRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ListDeadLettersResponse) CloneVT() *ListDeadLettersResponse {
+	if m == nil {
+		return (*ListDeadLettersResponse)(nil)
+	}
+	r := new(ListDeadLettersResponse)
+	r.NextPageToken = m.NextPageToken
+	if rhs := m.DeadLetters; rhs != nil {
+		tmpContainer := make([]*DeadLetter, len(rhs))
+		for k, v := range rhs {
+			tmpContainer[k] = v.CloneVT()
+		}
+		r.DeadLetters = tmpContainer
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ListDeadLettersResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ReplayDeadLetterRequest) CloneVT() *ReplayDeadLetterRequest {
+	if m == nil {
+		return (*ReplayDeadLetterRequest)(nil)
+	}
+	r := new(ReplayDeadLetterRequest)
+	r.Id = m.Id
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ReplayDeadLetterRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ReplayDeadLetterResponse) CloneVT() *ReplayDeadLetterResponse {
+	if m == nil {
+		return (*ReplayDeadLetterResponse)(nil)
+	}
+	r := new(ReplayDeadLetterResponse)
+	r.Delivery = m.Delivery.CloneVT()
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ReplayDeadLetterResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *BatchReplayDeadLettersRequest) CloneVT() *BatchReplayDeadLettersRequest {
+	if m == nil {
+		return (*BatchReplayDeadLettersRequest)(nil)
+	}
+	r := new(BatchReplayDeadLettersRequest)
+	if rhs := m.Ids; rhs != nil {
+		tmpContainer := make([]string, len(rhs))
+		copy(tmpContainer, rhs)
+		r.Ids = tmpContainer
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *BatchReplayDeadLettersRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *BatchReplayDeadLettersResponse) CloneVT() *BatchReplayDeadLettersResponse {
+	if m == nil {
+		return (*BatchReplayDeadLettersResponse)(nil)
+	}
+	r := new(BatchReplayDeadLettersResponse)
+	r.Queued = m.Queued
+	if rhs := m.NotFoundIds; rhs != nil {
+		tmpContainer := make([]string, len(rhs))
+		copy(tmpContainer, rhs)
+		r.NotFoundIds = tmpContainer
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *BatchReplayDeadLettersResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *FeedEvent) CloneVT() *FeedEvent {
+	if m == nil {
+		return (*FeedEvent)(nil)
+	}
+	r := new(FeedEvent)
+	r.Cursor = m.Cursor
+	if rhs := m.Event; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v1.Envelope }); ok {
+			r.Event = vtpb.CloneVT()
+		} else {
+			r.Event = proto.Clone(rhs).(*v1.Envelope)
+		}
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *FeedEvent) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ListEventsRequest) CloneVT() *ListEventsRequest {
+	if m == nil {
+		return (*ListEventsRequest)(nil)
+	}
+	r := new(ListEventsRequest)
+	r.After = m.After
+	r.PageSize = m.PageSize
+	if rhs := m.Types; rhs != nil {
+		tmpContainer := make([]string, len(rhs))
+		copy(tmpContainer, rhs)
+		r.Types = tmpContainer
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ListEventsRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ListEventsResponse) CloneVT() *ListEventsResponse {
+	if m == nil {
+		return (*ListEventsResponse)(nil)
+	}
+	r := new(ListEventsResponse)
+	r.NextCursor = m.NextCursor
+	if rhs := m.Events; rhs != nil {
+		tmpContainer := make([]*FeedEvent, len(rhs))
+		for k, v := range rhs {
+			tmpContainer[k] = v.CloneVT()
+		}
+		r.Events = tmpContainer
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ListEventsResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *WatchEventsRequest) CloneVT() *WatchEventsRequest {
+	if m == nil {
+		return (*WatchEventsRequest)(nil)
+	}
+	r := new(WatchEventsRequest)
+	r.After = m.After
+	if rhs := m.Types; rhs != nil {
+		tmpContainer := make([]string, len(rhs))
+		copy(tmpContainer, rhs)
+		r.Types = tmpContainer
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *WatchEventsRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *WatchEventsResponse) CloneVT() *WatchEventsResponse {
+	if m == nil {
+		return (*WatchEventsResponse)(nil)
+	}
+	r := new(WatchEventsResponse)
+	r.Event = m.Event.CloneVT()
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *WatchEventsResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *BackupRequest) CloneVT() *BackupRequest {
+	if m == nil {
+		return (*BackupRequest)(nil)
+	}
+	r := new(BackupRequest)
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *BackupRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *BackupResponse) CloneVT() *BackupResponse {
+	if m == nil {
+		return (*BackupResponse)(nil)
+	}
+	r := new(BackupResponse)
+	r.FileName = m.FileName
+	r.Offset = m.Offset
+	r.Last = m.Last
+	r.Size = m.Size
+	if rhs := m.Data; rhs != nil {
+		tmpBytes := make([]byte, len(rhs))
+		copy(tmpBytes, rhs)
+		r.Data = tmpBytes
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *BackupResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
 
 func (m *ApiKey) MarshalVT() (dAtA []byte, err error) {
 	if m == nil {
@@ -53,7 +988,7 @@ func (m *ApiKey) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		copy(dAtA[i:], m.unknownFields)
 	}
 	if m.LastUsedTime != nil {
-		size, err := (*timestamppb.Timestamp)(m.LastUsedTime).MarshalToSizedBufferVT(dAtA[:i])
+		size, err := (*timestamppb1.Timestamp)(m.LastUsedTime).MarshalToSizedBufferVT(dAtA[:i])
 		if err != nil {
 			return 0, err
 		}
@@ -63,7 +998,7 @@ func (m *ApiKey) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		dAtA[i] = 0x42
 	}
 	if m.RevokeTime != nil {
-		size, err := (*timestamppb.Timestamp)(m.RevokeTime).MarshalToSizedBufferVT(dAtA[:i])
+		size, err := (*timestamppb1.Timestamp)(m.RevokeTime).MarshalToSizedBufferVT(dAtA[:i])
 		if err != nil {
 			return 0, err
 		}
@@ -73,7 +1008,7 @@ func (m *ApiKey) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		dAtA[i] = 0x3a
 	}
 	if m.CreateTime != nil {
-		size, err := (*timestamppb.Timestamp)(m.CreateTime).MarshalToSizedBufferVT(dAtA[:i])
+		size, err := (*timestamppb1.Timestamp)(m.CreateTime).MarshalToSizedBufferVT(dAtA[:i])
 		if err != nil {
 			return 0, err
 		}
@@ -688,7 +1623,7 @@ func (m *Subscription) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		copy(dAtA[i:], m.unknownFields)
 	}
 	if m.CreateTime != nil {
-		size, err := (*timestamppb.Timestamp)(m.CreateTime).MarshalToSizedBufferVT(dAtA[:i])
+		size, err := (*timestamppb1.Timestamp)(m.CreateTime).MarshalToSizedBufferVT(dAtA[:i])
 		if err != nil {
 			return 0, err
 		}
@@ -708,7 +1643,7 @@ func (m *Subscription) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		dAtA[i] = 0x38
 	}
 	if m.LastSuccessTime != nil {
-		size, err := (*timestamppb.Timestamp)(m.LastSuccessTime).MarshalToSizedBufferVT(dAtA[:i])
+		size, err := (*timestamppb1.Timestamp)(m.LastSuccessTime).MarshalToSizedBufferVT(dAtA[:i])
 		if err != nil {
 			return 0, err
 		}
@@ -1258,7 +2193,7 @@ func (m *RotateSubscriptionSecretResponse) MarshalToSizedBufferVT(dAtA []byte) (
 		copy(dAtA[i:], m.unknownFields)
 	}
 	if m.PreviousSecretExpireTime != nil {
-		size, err := (*timestamppb.Timestamp)(m.PreviousSecretExpireTime).MarshalToSizedBufferVT(dAtA[:i])
+		size, err := (*timestamppb1.Timestamp)(m.PreviousSecretExpireTime).MarshalToSizedBufferVT(dAtA[:i])
 		if err != nil {
 			return 0, err
 		}
@@ -1408,7 +2343,7 @@ func (m *DeliveryAttempt) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		dAtA[i] = 0x10
 	}
 	if m.Time != nil {
-		size, err := (*timestamppb.Timestamp)(m.Time).MarshalToSizedBufferVT(dAtA[:i])
+		size, err := (*timestamppb1.Timestamp)(m.Time).MarshalToSizedBufferVT(dAtA[:i])
 		if err != nil {
 			return 0, err
 		}
@@ -1451,7 +2386,7 @@ func (m *Delivery) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		copy(dAtA[i:], m.unknownFields)
 	}
 	if m.NextAttemptTime != nil {
-		size, err := (*timestamppb.Timestamp)(m.NextAttemptTime).MarshalToSizedBufferVT(dAtA[:i])
+		size, err := (*timestamppb1.Timestamp)(m.NextAttemptTime).MarshalToSizedBufferVT(dAtA[:i])
 		if err != nil {
 			return 0, err
 		}
@@ -1648,7 +2583,7 @@ func (m *ReplaySubscriptionRequest) MarshalToSizedBufferVT(dAtA []byte) (int, er
 		copy(dAtA[i:], m.unknownFields)
 	}
 	if m.EndTime != nil {
-		size, err := (*timestamppb.Timestamp)(m.EndTime).MarshalToSizedBufferVT(dAtA[:i])
+		size, err := (*timestamppb1.Timestamp)(m.EndTime).MarshalToSizedBufferVT(dAtA[:i])
 		if err != nil {
 			return 0, err
 		}
@@ -1658,7 +2593,7 @@ func (m *ReplaySubscriptionRequest) MarshalToSizedBufferVT(dAtA []byte) (int, er
 		dAtA[i] = 0x1a
 	}
 	if m.StartTime != nil {
-		size, err := (*timestamppb.Timestamp)(m.StartTime).MarshalToSizedBufferVT(dAtA[:i])
+		size, err := (*timestamppb1.Timestamp)(m.StartTime).MarshalToSizedBufferVT(dAtA[:i])
 		if err != nil {
 			return 0, err
 		}
@@ -1746,7 +2681,7 @@ func (m *DeadLetter) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		copy(dAtA[i:], m.unknownFields)
 	}
 	if m.CreateTime != nil {
-		size, err := (*timestamppb.Timestamp)(m.CreateTime).MarshalToSizedBufferVT(dAtA[:i])
+		size, err := (*timestamppb1.Timestamp)(m.CreateTime).MarshalToSizedBufferVT(dAtA[:i])
 		if err != nil {
 			return 0, err
 		}
@@ -2436,15 +3371,15 @@ func (m *ApiKey) SizeVT() (n int) {
 		n += 1 + protohelpers.SizeOfVarint(uint64(m.RateLimitPerSecond))
 	}
 	if m.CreateTime != nil {
-		l = (*timestamppb.Timestamp)(m.CreateTime).SizeVT()
+		l = (*timestamppb1.Timestamp)(m.CreateTime).SizeVT()
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	if m.RevokeTime != nil {
-		l = (*timestamppb.Timestamp)(m.RevokeTime).SizeVT()
+		l = (*timestamppb1.Timestamp)(m.RevokeTime).SizeVT()
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	if m.LastUsedTime != nil {
-		l = (*timestamppb.Timestamp)(m.LastUsedTime).SizeVT()
+		l = (*timestamppb1.Timestamp)(m.LastUsedTime).SizeVT()
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	n += len(m.unknownFields)
@@ -2670,7 +3605,7 @@ func (m *Subscription) SizeVT() (n int) {
 		n += 1 + protohelpers.SizeOfVarint(uint64(m.Status))
 	}
 	if m.LastSuccessTime != nil {
-		l = (*timestamppb.Timestamp)(m.LastSuccessTime).SizeVT()
+		l = (*timestamppb1.Timestamp)(m.LastSuccessTime).SizeVT()
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	if m.ConsecutiveFailures != 0 {
@@ -2680,7 +3615,7 @@ func (m *Subscription) SizeVT() (n int) {
 		n += 1 + protohelpers.SizeOfVarint(uint64(m.Backlog))
 	}
 	if m.CreateTime != nil {
-		l = (*timestamppb.Timestamp)(m.CreateTime).SizeVT()
+		l = (*timestamppb1.Timestamp)(m.CreateTime).SizeVT()
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	n += len(m.unknownFields)
@@ -2861,7 +3796,7 @@ func (m *RotateSubscriptionSecretResponse) SizeVT() (n int) {
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	if m.PreviousSecretExpireTime != nil {
-		l = (*timestamppb.Timestamp)(m.PreviousSecretExpireTime).SizeVT()
+		l = (*timestamppb1.Timestamp)(m.PreviousSecretExpireTime).SizeVT()
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	n += len(m.unknownFields)
@@ -2903,7 +3838,7 @@ func (m *DeliveryAttempt) SizeVT() (n int) {
 	var l int
 	_ = l
 	if m.Time != nil {
-		l = (*timestamppb.Timestamp)(m.Time).SizeVT()
+		l = (*timestamppb1.Timestamp)(m.Time).SizeVT()
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	if m.StatusCode != 0 {
@@ -2952,7 +3887,7 @@ func (m *Delivery) SizeVT() (n int) {
 		}
 	}
 	if m.NextAttemptTime != nil {
-		l = (*timestamppb.Timestamp)(m.NextAttemptTime).SizeVT()
+		l = (*timestamppb1.Timestamp)(m.NextAttemptTime).SizeVT()
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	n += len(m.unknownFields)
@@ -3014,11 +3949,11 @@ func (m *ReplaySubscriptionRequest) SizeVT() (n int) {
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	if m.StartTime != nil {
-		l = (*timestamppb.Timestamp)(m.StartTime).SizeVT()
+		l = (*timestamppb1.Timestamp)(m.StartTime).SizeVT()
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	if m.EndTime != nil {
-		l = (*timestamppb.Timestamp)(m.EndTime).SizeVT()
+		l = (*timestamppb1.Timestamp)(m.EndTime).SizeVT()
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	n += len(m.unknownFields)
@@ -3053,7 +3988,7 @@ func (m *DeadLetter) SizeVT() (n int) {
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	if m.CreateTime != nil {
-		l = (*timestamppb.Timestamp)(m.CreateTime).SizeVT()
+		l = (*timestamppb1.Timestamp)(m.CreateTime).SizeVT()
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	n += len(m.unknownFields)
@@ -3495,9 +4430,9 @@ func (m *ApiKey) UnmarshalVT(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.CreateTime == nil {
-				m.CreateTime = &timestamppb1.Timestamp{}
+				m.CreateTime = &timestamppb.Timestamp{}
 			}
-			if err := (*timestamppb.Timestamp)(m.CreateTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
+			if err := (*timestamppb1.Timestamp)(m.CreateTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
 			iNdEx = postIndex
@@ -3531,9 +4466,9 @@ func (m *ApiKey) UnmarshalVT(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.RevokeTime == nil {
-				m.RevokeTime = &timestamppb1.Timestamp{}
+				m.RevokeTime = &timestamppb.Timestamp{}
 			}
-			if err := (*timestamppb.Timestamp)(m.RevokeTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
+			if err := (*timestamppb1.Timestamp)(m.RevokeTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
 			iNdEx = postIndex
@@ -3567,9 +4502,9 @@ func (m *ApiKey) UnmarshalVT(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.LastUsedTime == nil {
-				m.LastUsedTime = &timestamppb1.Timestamp{}
+				m.LastUsedTime = &timestamppb.Timestamp{}
 			}
-			if err := (*timestamppb.Timestamp)(m.LastUsedTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
+			if err := (*timestamppb1.Timestamp)(m.LastUsedTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
 			iNdEx = postIndex
@@ -4973,9 +5908,9 @@ func (m *Subscription) UnmarshalVT(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.LastSuccessTime == nil {
-				m.LastSuccessTime = &timestamppb1.Timestamp{}
+				m.LastSuccessTime = &timestamppb.Timestamp{}
 			}
-			if err := (*timestamppb.Timestamp)(m.LastSuccessTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
+			if err := (*timestamppb1.Timestamp)(m.LastSuccessTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
 			iNdEx = postIndex
@@ -5047,9 +5982,9 @@ func (m *Subscription) UnmarshalVT(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.CreateTime == nil {
-				m.CreateTime = &timestamppb1.Timestamp{}
+				m.CreateTime = &timestamppb.Timestamp{}
 			}
-			if err := (*timestamppb.Timestamp)(m.CreateTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
+			if err := (*timestamppb1.Timestamp)(m.CreateTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
 			iNdEx = postIndex
@@ -6152,9 +7087,9 @@ func (m *RotateSubscriptionSecretResponse) UnmarshalVT(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.PreviousSecretExpireTime == nil {
-				m.PreviousSecretExpireTime = &timestamppb1.Timestamp{}
+				m.PreviousSecretExpireTime = &timestamppb.Timestamp{}
 			}
-			if err := (*timestamppb.Timestamp)(m.PreviousSecretExpireTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
+			if err := (*timestamppb1.Timestamp)(m.PreviousSecretExpireTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
 			iNdEx = postIndex
@@ -6409,9 +7344,9 @@ func (m *DeliveryAttempt) UnmarshalVT(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.Time == nil {
-				m.Time = &timestamppb1.Timestamp{}
+				m.Time = &timestamppb.Timestamp{}
 			}
-			if err := (*timestamppb.Timestamp)(m.Time).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
+			if err := (*timestamppb1.Timestamp)(m.Time).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
 			iNdEx = postIndex
@@ -6747,9 +7682,9 @@ func (m *Delivery) UnmarshalVT(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.NextAttemptTime == nil {
-				m.NextAttemptTime = &timestamppb1.Timestamp{}
+				m.NextAttemptTime = &timestamppb.Timestamp{}
 			}
-			if err := (*timestamppb.Timestamp)(m.NextAttemptTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
+			if err := (*timestamppb1.Timestamp)(m.NextAttemptTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
 			iNdEx = postIndex
@@ -7136,9 +8071,9 @@ func (m *ReplaySubscriptionRequest) UnmarshalVT(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.StartTime == nil {
-				m.StartTime = &timestamppb1.Timestamp{}
+				m.StartTime = &timestamppb.Timestamp{}
 			}
-			if err := (*timestamppb.Timestamp)(m.StartTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
+			if err := (*timestamppb1.Timestamp)(m.StartTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
 			iNdEx = postIndex
@@ -7172,9 +8107,9 @@ func (m *ReplaySubscriptionRequest) UnmarshalVT(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.EndTime == nil {
-				m.EndTime = &timestamppb1.Timestamp{}
+				m.EndTime = &timestamppb.Timestamp{}
 			}
-			if err := (*timestamppb.Timestamp)(m.EndTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
+			if err := (*timestamppb1.Timestamp)(m.EndTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
 			iNdEx = postIndex
@@ -7397,9 +8332,9 @@ func (m *DeadLetter) UnmarshalVT(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.CreateTime == nil {
-				m.CreateTime = &timestamppb1.Timestamp{}
+				m.CreateTime = &timestamppb.Timestamp{}
 			}
-			if err := (*timestamppb.Timestamp)(m.CreateTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
+			if err := (*timestamppb1.Timestamp)(m.CreateTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
 			iNdEx = postIndex

@@ -8,10 +8,10 @@ import (
 	fmt "fmt"
 	v1 "github.com/millrace/millrace/gen/go/millrace/type/v1"
 	protohelpers "github.com/planetscale/vtprotobuf/protohelpers"
-	timestamppb "github.com/planetscale/vtprotobuf/types/known/timestamppb"
+	timestamppb1 "github.com/planetscale/vtprotobuf/types/known/timestamppb"
 	proto "google.golang.org/protobuf/proto"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
-	timestamppb1 "google.golang.org/protobuf/types/known/timestamppb"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	io "io"
 )
 
@@ -21,6 +21,691 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
+
+func (m *OrderLine) CloneVT() *OrderLine {
+	if m == nil {
+		return (*OrderLine)(nil)
+	}
+	r := new(OrderLine)
+	r.Sku = m.Sku
+	r.SiteId = m.SiteId
+	r.PromisedTime = (*timestamppb.Timestamp)((*timestamppb1.Timestamp)(m.PromisedTime).CloneVT())
+	if rhs := m.Quantity; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v1.Quantity }); ok {
+			r.Quantity = vtpb.CloneVT()
+		} else {
+			r.Quantity = proto.Clone(rhs).(*v1.Quantity)
+		}
+	}
+	if rhs := m.UnitPrice; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v1.Money }); ok {
+			r.UnitPrice = vtpb.CloneVT()
+		} else {
+			r.UnitPrice = proto.Clone(rhs).(*v1.Money)
+		}
+	}
+	if rhs := m.LineTotal; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v1.Money }); ok {
+			r.LineTotal = vtpb.CloneVT()
+		} else {
+			r.LineTotal = proto.Clone(rhs).(*v1.Money)
+		}
+	}
+	if rhs := m.ShippedQuantity; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v1.Quantity }); ok {
+			r.ShippedQuantity = vtpb.CloneVT()
+		} else {
+			r.ShippedQuantity = proto.Clone(rhs).(*v1.Quantity)
+		}
+	}
+	if rhs := m.Allocations; rhs != nil {
+		tmpContainer := make([]*LineAllocation, len(rhs))
+		for k, v := range rhs {
+			tmpContainer[k] = v.CloneVT()
+		}
+		r.Allocations = tmpContainer
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *OrderLine) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *LineAllocation) CloneVT() *LineAllocation {
+	if m == nil {
+		return (*LineAllocation)(nil)
+	}
+	r := new(LineAllocation)
+	r.SiteId = m.SiteId
+	r.PromisedTime = (*timestamppb.Timestamp)((*timestamppb1.Timestamp)(m.PromisedTime).CloneVT())
+	if rhs := m.Quantity; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v1.Quantity }); ok {
+			r.Quantity = vtpb.CloneVT()
+		} else {
+			r.Quantity = proto.Clone(rhs).(*v1.Quantity)
+		}
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *LineAllocation) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *Quote) CloneVT() *Quote {
+	if m == nil {
+		return (*Quote)(nil)
+	}
+	r := new(Quote)
+	r.Id = m.Id
+	r.CustomerId = m.CustomerId
+	r.CurrencyCode = m.CurrencyCode
+	r.ShipToRegion = m.ShipToRegion
+	r.AllowSplit = m.AllowSplit
+	r.HoldStock = m.HoldStock
+	r.ValidUntil = (*timestamppb.Timestamp)((*timestamppb1.Timestamp)(m.ValidUntil).CloneVT())
+	r.Status = m.Status
+	r.OrderId = m.OrderId
+	r.ReservationId = m.ReservationId
+	r.CreateTime = (*timestamppb.Timestamp)((*timestamppb1.Timestamp)(m.CreateTime).CloneVT())
+	r.UpdateTime = (*timestamppb.Timestamp)((*timestamppb1.Timestamp)(m.UpdateTime).CloneVT())
+	if rhs := m.Lines; rhs != nil {
+		tmpContainer := make([]*OrderLine, len(rhs))
+		for k, v := range rhs {
+			tmpContainer[k] = v.CloneVT()
+		}
+		r.Lines = tmpContainer
+	}
+	if rhs := m.ExternalRef; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v1.ExternalRef }); ok {
+			r.ExternalRef = vtpb.CloneVT()
+		} else {
+			r.ExternalRef = proto.Clone(rhs).(*v1.ExternalRef)
+		}
+	}
+	if rhs := m.Total; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v1.Money }); ok {
+			r.Total = vtpb.CloneVT()
+		} else {
+			r.Total = proto.Clone(rhs).(*v1.Money)
+		}
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *Quote) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *Order) CloneVT() *Order {
+	if m == nil {
+		return (*Order)(nil)
+	}
+	r := new(Order)
+	r.Id = m.Id
+	r.CustomerId = m.CustomerId
+	r.CurrencyCode = m.CurrencyCode
+	r.ShipToRegion = m.ShipToRegion
+	r.AllowSplit = m.AllowSplit
+	r.QuoteId = m.QuoteId
+	r.Status = m.Status
+	r.HoldReason = m.HoldReason
+	r.ReservationId = m.ReservationId
+	r.CreateTime = (*timestamppb.Timestamp)((*timestamppb1.Timestamp)(m.CreateTime).CloneVT())
+	r.UpdateTime = (*timestamppb.Timestamp)((*timestamppb1.Timestamp)(m.UpdateTime).CloneVT())
+	if rhs := m.Lines; rhs != nil {
+		tmpContainer := make([]*OrderLine, len(rhs))
+		for k, v := range rhs {
+			tmpContainer[k] = v.CloneVT()
+		}
+		r.Lines = tmpContainer
+	}
+	if rhs := m.ExternalRef; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v1.ExternalRef }); ok {
+			r.ExternalRef = vtpb.CloneVT()
+		} else {
+			r.ExternalRef = proto.Clone(rhs).(*v1.ExternalRef)
+		}
+	}
+	if rhs := m.Total; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v1.Money }); ok {
+			r.Total = vtpb.CloneVT()
+		} else {
+			r.Total = proto.Clone(rhs).(*v1.Money)
+		}
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *Order) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *CreateQuoteRequest) CloneVT() *CreateQuoteRequest {
+	if m == nil {
+		return (*CreateQuoteRequest)(nil)
+	}
+	r := new(CreateQuoteRequest)
+	r.Quote = m.Quote.CloneVT()
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *CreateQuoteRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *CreateQuoteResponse) CloneVT() *CreateQuoteResponse {
+	if m == nil {
+		return (*CreateQuoteResponse)(nil)
+	}
+	r := new(CreateQuoteResponse)
+	r.Quote = m.Quote.CloneVT()
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *CreateQuoteResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *GetQuoteRequest) CloneVT() *GetQuoteRequest {
+	if m == nil {
+		return (*GetQuoteRequest)(nil)
+	}
+	r := new(GetQuoteRequest)
+	r.Id = m.Id
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *GetQuoteRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *GetQuoteResponse) CloneVT() *GetQuoteResponse {
+	if m == nil {
+		return (*GetQuoteResponse)(nil)
+	}
+	r := new(GetQuoteResponse)
+	r.Quote = m.Quote.CloneVT()
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *GetQuoteResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ListQuotesRequest) CloneVT() *ListQuotesRequest {
+	if m == nil {
+		return (*ListQuotesRequest)(nil)
+	}
+	r := new(ListQuotesRequest)
+	r.CustomerId = m.CustomerId
+	r.Status = m.Status
+	r.PageSize = m.PageSize
+	r.PageToken = m.PageToken
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ListQuotesRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ListQuotesResponse) CloneVT() *ListQuotesResponse {
+	if m == nil {
+		return (*ListQuotesResponse)(nil)
+	}
+	r := new(ListQuotesResponse)
+	r.NextPageToken = m.NextPageToken
+	if rhs := m.Quotes; rhs != nil {
+		tmpContainer := make([]*Quote, len(rhs))
+		for k, v := range rhs {
+			tmpContainer[k] = v.CloneVT()
+		}
+		r.Quotes = tmpContainer
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ListQuotesResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *SubmitQuoteRequest) CloneVT() *SubmitQuoteRequest {
+	if m == nil {
+		return (*SubmitQuoteRequest)(nil)
+	}
+	r := new(SubmitQuoteRequest)
+	r.Id = m.Id
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *SubmitQuoteRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *SubmitQuoteResponse) CloneVT() *SubmitQuoteResponse {
+	if m == nil {
+		return (*SubmitQuoteResponse)(nil)
+	}
+	r := new(SubmitQuoteResponse)
+	r.Quote = m.Quote.CloneVT()
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *SubmitQuoteResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ApproveQuoteRequest) CloneVT() *ApproveQuoteRequest {
+	if m == nil {
+		return (*ApproveQuoteRequest)(nil)
+	}
+	r := new(ApproveQuoteRequest)
+	r.Id = m.Id
+	r.Note = m.Note
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ApproveQuoteRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ApproveQuoteResponse) CloneVT() *ApproveQuoteResponse {
+	if m == nil {
+		return (*ApproveQuoteResponse)(nil)
+	}
+	r := new(ApproveQuoteResponse)
+	r.Quote = m.Quote.CloneVT()
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ApproveQuoteResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *RejectQuoteRequest) CloneVT() *RejectQuoteRequest {
+	if m == nil {
+		return (*RejectQuoteRequest)(nil)
+	}
+	r := new(RejectQuoteRequest)
+	r.Id = m.Id
+	r.Reason = m.Reason
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *RejectQuoteRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *RejectQuoteResponse) CloneVT() *RejectQuoteResponse {
+	if m == nil {
+		return (*RejectQuoteResponse)(nil)
+	}
+	r := new(RejectQuoteResponse)
+	r.Quote = m.Quote.CloneVT()
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *RejectQuoteResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ConvertQuoteRequest) CloneVT() *ConvertQuoteRequest {
+	if m == nil {
+		return (*ConvertQuoteRequest)(nil)
+	}
+	r := new(ConvertQuoteRequest)
+	r.Id = m.Id
+	if rhs := m.ExternalRef; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v1.ExternalRef }); ok {
+			r.ExternalRef = vtpb.CloneVT()
+		} else {
+			r.ExternalRef = proto.Clone(rhs).(*v1.ExternalRef)
+		}
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ConvertQuoteRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ConvertQuoteResponse) CloneVT() *ConvertQuoteResponse {
+	if m == nil {
+		return (*ConvertQuoteResponse)(nil)
+	}
+	r := new(ConvertQuoteResponse)
+	r.Order = m.Order.CloneVT()
+	r.Quote = m.Quote.CloneVT()
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ConvertQuoteResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *CreateOrderRequest) CloneVT() *CreateOrderRequest {
+	if m == nil {
+		return (*CreateOrderRequest)(nil)
+	}
+	r := new(CreateOrderRequest)
+	r.Order = m.Order.CloneVT()
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *CreateOrderRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *CreateOrderResponse) CloneVT() *CreateOrderResponse {
+	if m == nil {
+		return (*CreateOrderResponse)(nil)
+	}
+	r := new(CreateOrderResponse)
+	r.Order = m.Order.CloneVT()
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *CreateOrderResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *GetOrderRequest) CloneVT() *GetOrderRequest {
+	if m == nil {
+		return (*GetOrderRequest)(nil)
+	}
+	r := new(GetOrderRequest)
+	r.Id = m.Id
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *GetOrderRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *GetOrderResponse) CloneVT() *GetOrderResponse {
+	if m == nil {
+		return (*GetOrderResponse)(nil)
+	}
+	r := new(GetOrderResponse)
+	r.Order = m.Order.CloneVT()
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *GetOrderResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ListOrdersRequest) CloneVT() *ListOrdersRequest {
+	if m == nil {
+		return (*ListOrdersRequest)(nil)
+	}
+	r := new(ListOrdersRequest)
+	r.CustomerId = m.CustomerId
+	r.Status = m.Status
+	r.ExternalRefSystem = m.ExternalRefSystem
+	r.ExternalRefId = m.ExternalRefId
+	r.CreatedAfter = (*timestamppb.Timestamp)((*timestamppb1.Timestamp)(m.CreatedAfter).CloneVT())
+	r.CreatedBefore = (*timestamppb.Timestamp)((*timestamppb1.Timestamp)(m.CreatedBefore).CloneVT())
+	r.PageSize = m.PageSize
+	r.PageToken = m.PageToken
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ListOrdersRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ListOrdersResponse) CloneVT() *ListOrdersResponse {
+	if m == nil {
+		return (*ListOrdersResponse)(nil)
+	}
+	r := new(ListOrdersResponse)
+	r.NextPageToken = m.NextPageToken
+	if rhs := m.Orders; rhs != nil {
+		tmpContainer := make([]*Order, len(rhs))
+		for k, v := range rhs {
+			tmpContainer[k] = v.CloneVT()
+		}
+		r.Orders = tmpContainer
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ListOrdersResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *CancelOrderRequest) CloneVT() *CancelOrderRequest {
+	if m == nil {
+		return (*CancelOrderRequest)(nil)
+	}
+	r := new(CancelOrderRequest)
+	r.Id = m.Id
+	r.Reason = m.Reason
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *CancelOrderRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *CancelOrderResponse) CloneVT() *CancelOrderResponse {
+	if m == nil {
+		return (*CancelOrderResponse)(nil)
+	}
+	r := new(CancelOrderResponse)
+	r.Order = m.Order.CloneVT()
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *CancelOrderResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ReleaseOrderRequest) CloneVT() *ReleaseOrderRequest {
+	if m == nil {
+		return (*ReleaseOrderRequest)(nil)
+	}
+	r := new(ReleaseOrderRequest)
+	r.Id = m.Id
+	r.Reason = m.Reason
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ReleaseOrderRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ReleaseOrderResponse) CloneVT() *ReleaseOrderResponse {
+	if m == nil {
+		return (*ReleaseOrderResponse)(nil)
+	}
+	r := new(ReleaseOrderResponse)
+	r.Order = m.Order.CloneVT()
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ReleaseOrderResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *GetOrderTimelineRequest) CloneVT() *GetOrderTimelineRequest {
+	if m == nil {
+		return (*GetOrderTimelineRequest)(nil)
+	}
+	r := new(GetOrderTimelineRequest)
+	r.Id = m.Id
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *GetOrderTimelineRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *TimelineEntry) CloneVT() *TimelineEntry {
+	if m == nil {
+		return (*TimelineEntry)(nil)
+	}
+	r := new(TimelineEntry)
+	r.Time = (*timestamppb.Timestamp)((*timestamppb1.Timestamp)(m.Time).CloneVT())
+	r.FromStatus = m.FromStatus
+	r.ToStatus = m.ToStatus
+	r.HoldReason = m.HoldReason
+	r.Actor = m.Actor
+	r.Reason = m.Reason
+	r.CorrelationId = m.CorrelationId
+	r.Traceparent = m.Traceparent
+	r.EventId = m.EventId
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *TimelineEntry) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *GetOrderTimelineResponse) CloneVT() *GetOrderTimelineResponse {
+	if m == nil {
+		return (*GetOrderTimelineResponse)(nil)
+	}
+	r := new(GetOrderTimelineResponse)
+	if rhs := m.Entries; rhs != nil {
+		tmpContainer := make([]*TimelineEntry, len(rhs))
+		for k, v := range rhs {
+			tmpContainer[k] = v.CloneVT()
+		}
+		r.Entries = tmpContainer
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *GetOrderTimelineResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
 
 func (m *OrderLine) MarshalVT() (dAtA []byte, err error) {
 	if m == nil {
@@ -87,7 +772,7 @@ func (m *OrderLine) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		dAtA[i] = 0x3a
 	}
 	if m.PromisedTime != nil {
-		size, err := (*timestamppb.Timestamp)(m.PromisedTime).MarshalToSizedBufferVT(dAtA[:i])
+		size, err := (*timestamppb1.Timestamp)(m.PromisedTime).MarshalToSizedBufferVT(dAtA[:i])
 		if err != nil {
 			return 0, err
 		}
@@ -210,7 +895,7 @@ func (m *LineAllocation) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		copy(dAtA[i:], m.unknownFields)
 	}
 	if m.PromisedTime != nil {
-		size, err := (*timestamppb.Timestamp)(m.PromisedTime).MarshalToSizedBufferVT(dAtA[:i])
+		size, err := (*timestamppb1.Timestamp)(m.PromisedTime).MarshalToSizedBufferVT(dAtA[:i])
 		if err != nil {
 			return 0, err
 		}
@@ -282,7 +967,7 @@ func (m *Quote) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		copy(dAtA[i:], m.unknownFields)
 	}
 	if m.UpdateTime != nil {
-		size, err := (*timestamppb.Timestamp)(m.UpdateTime).MarshalToSizedBufferVT(dAtA[:i])
+		size, err := (*timestamppb1.Timestamp)(m.UpdateTime).MarshalToSizedBufferVT(dAtA[:i])
 		if err != nil {
 			return 0, err
 		}
@@ -292,7 +977,7 @@ func (m *Quote) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		dAtA[i] = 0x7a
 	}
 	if m.CreateTime != nil {
-		size, err := (*timestamppb.Timestamp)(m.CreateTime).MarshalToSizedBufferVT(dAtA[:i])
+		size, err := (*timestamppb1.Timestamp)(m.CreateTime).MarshalToSizedBufferVT(dAtA[:i])
 		if err != nil {
 			return 0, err
 		}
@@ -365,7 +1050,7 @@ func (m *Quote) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		dAtA[i] = 0x4a
 	}
 	if m.ValidUntil != nil {
-		size, err := (*timestamppb.Timestamp)(m.ValidUntil).MarshalToSizedBufferVT(dAtA[:i])
+		size, err := (*timestamppb1.Timestamp)(m.ValidUntil).MarshalToSizedBufferVT(dAtA[:i])
 		if err != nil {
 			return 0, err
 		}
@@ -468,7 +1153,7 @@ func (m *Order) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		copy(dAtA[i:], m.unknownFields)
 	}
 	if m.UpdateTime != nil {
-		size, err := (*timestamppb.Timestamp)(m.UpdateTime).MarshalToSizedBufferVT(dAtA[:i])
+		size, err := (*timestamppb1.Timestamp)(m.UpdateTime).MarshalToSizedBufferVT(dAtA[:i])
 		if err != nil {
 			return 0, err
 		}
@@ -478,7 +1163,7 @@ func (m *Order) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		dAtA[i] = 0x72
 	}
 	if m.CreateTime != nil {
-		size, err := (*timestamppb.Timestamp)(m.CreateTime).MarshalToSizedBufferVT(dAtA[:i])
+		size, err := (*timestamppb1.Timestamp)(m.CreateTime).MarshalToSizedBufferVT(dAtA[:i])
 		if err != nil {
 			return 0, err
 		}
@@ -1476,7 +2161,7 @@ func (m *ListOrdersRequest) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		dAtA[i] = 0x38
 	}
 	if m.CreatedBefore != nil {
-		size, err := (*timestamppb.Timestamp)(m.CreatedBefore).MarshalToSizedBufferVT(dAtA[:i])
+		size, err := (*timestamppb1.Timestamp)(m.CreatedBefore).MarshalToSizedBufferVT(dAtA[:i])
 		if err != nil {
 			return 0, err
 		}
@@ -1486,7 +2171,7 @@ func (m *ListOrdersRequest) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		dAtA[i] = 0x32
 	}
 	if m.CreatedAfter != nil {
-		size, err := (*timestamppb.Timestamp)(m.CreatedAfter).MarshalToSizedBufferVT(dAtA[:i])
+		size, err := (*timestamppb1.Timestamp)(m.CreatedAfter).MarshalToSizedBufferVT(dAtA[:i])
 		if err != nil {
 			return 0, err
 		}
@@ -1877,7 +2562,7 @@ func (m *TimelineEntry) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		dAtA[i] = 0x10
 	}
 	if m.Time != nil {
-		size, err := (*timestamppb.Timestamp)(m.Time).MarshalToSizedBufferVT(dAtA[:i])
+		size, err := (*timestamppb1.Timestamp)(m.Time).MarshalToSizedBufferVT(dAtA[:i])
 		if err != nil {
 			return 0, err
 		}
@@ -1979,7 +2664,7 @@ func (m *OrderLine) SizeVT() (n int) {
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	if m.PromisedTime != nil {
-		l = (*timestamppb.Timestamp)(m.PromisedTime).SizeVT()
+		l = (*timestamppb1.Timestamp)(m.PromisedTime).SizeVT()
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	if m.ShippedQuantity != nil {
@@ -2023,7 +2708,7 @@ func (m *LineAllocation) SizeVT() (n int) {
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	if m.PromisedTime != nil {
-		l = (*timestamppb.Timestamp)(m.PromisedTime).SizeVT()
+		l = (*timestamppb1.Timestamp)(m.PromisedTime).SizeVT()
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	n += len(m.unknownFields)
@@ -2065,7 +2750,7 @@ func (m *Quote) SizeVT() (n int) {
 		n += 2
 	}
 	if m.ValidUntil != nil {
-		l = (*timestamppb.Timestamp)(m.ValidUntil).SizeVT()
+		l = (*timestamppb1.Timestamp)(m.ValidUntil).SizeVT()
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	if m.ExternalRef != nil {
@@ -2100,11 +2785,11 @@ func (m *Quote) SizeVT() (n int) {
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	if m.CreateTime != nil {
-		l = (*timestamppb.Timestamp)(m.CreateTime).SizeVT()
+		l = (*timestamppb1.Timestamp)(m.CreateTime).SizeVT()
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	if m.UpdateTime != nil {
-		l = (*timestamppb.Timestamp)(m.UpdateTime).SizeVT()
+		l = (*timestamppb1.Timestamp)(m.UpdateTime).SizeVT()
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	n += len(m.unknownFields)
@@ -2177,11 +2862,11 @@ func (m *Order) SizeVT() (n int) {
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	if m.CreateTime != nil {
-		l = (*timestamppb.Timestamp)(m.CreateTime).SizeVT()
+		l = (*timestamppb1.Timestamp)(m.CreateTime).SizeVT()
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	if m.UpdateTime != nil {
-		l = (*timestamppb.Timestamp)(m.UpdateTime).SizeVT()
+		l = (*timestamppb1.Timestamp)(m.UpdateTime).SizeVT()
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	n += len(m.unknownFields)
@@ -2500,11 +3185,11 @@ func (m *ListOrdersRequest) SizeVT() (n int) {
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	if m.CreatedAfter != nil {
-		l = (*timestamppb.Timestamp)(m.CreatedAfter).SizeVT()
+		l = (*timestamppb1.Timestamp)(m.CreatedAfter).SizeVT()
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	if m.CreatedBefore != nil {
-		l = (*timestamppb.Timestamp)(m.CreatedBefore).SizeVT()
+		l = (*timestamppb1.Timestamp)(m.CreatedBefore).SizeVT()
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	if m.PageSize != 0 {
@@ -2623,7 +3308,7 @@ func (m *TimelineEntry) SizeVT() (n int) {
 	var l int
 	_ = l
 	if m.Time != nil {
-		l = (*timestamppb.Timestamp)(m.Time).SizeVT()
+		l = (*timestamppb1.Timestamp)(m.Time).SizeVT()
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	if m.FromStatus != 0 {
@@ -2930,9 +3615,9 @@ func (m *OrderLine) UnmarshalVT(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.PromisedTime == nil {
-				m.PromisedTime = &timestamppb1.Timestamp{}
+				m.PromisedTime = &timestamppb.Timestamp{}
 			}
-			if err := (*timestamppb.Timestamp)(m.PromisedTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
+			if err := (*timestamppb1.Timestamp)(m.PromisedTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
 			iNdEx = postIndex
@@ -3171,9 +3856,9 @@ func (m *LineAllocation) UnmarshalVT(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.PromisedTime == nil {
-				m.PromisedTime = &timestamppb1.Timestamp{}
+				m.PromisedTime = &timestamppb.Timestamp{}
 			}
-			if err := (*timestamppb.Timestamp)(m.PromisedTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
+			if err := (*timestamppb1.Timestamp)(m.PromisedTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
 			iNdEx = postIndex
@@ -3460,9 +4145,9 @@ func (m *Quote) UnmarshalVT(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.ValidUntil == nil {
-				m.ValidUntil = &timestamppb1.Timestamp{}
+				m.ValidUntil = &timestamppb.Timestamp{}
 			}
-			if err := (*timestamppb.Timestamp)(m.ValidUntil).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
+			if err := (*timestamppb1.Timestamp)(m.ValidUntil).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
 			iNdEx = postIndex
@@ -3667,9 +4352,9 @@ func (m *Quote) UnmarshalVT(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.CreateTime == nil {
-				m.CreateTime = &timestamppb1.Timestamp{}
+				m.CreateTime = &timestamppb.Timestamp{}
 			}
-			if err := (*timestamppb.Timestamp)(m.CreateTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
+			if err := (*timestamppb1.Timestamp)(m.CreateTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
 			iNdEx = postIndex
@@ -3703,9 +4388,9 @@ func (m *Quote) UnmarshalVT(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.UpdateTime == nil {
-				m.UpdateTime = &timestamppb1.Timestamp{}
+				m.UpdateTime = &timestamppb.Timestamp{}
 			}
-			if err := (*timestamppb.Timestamp)(m.UpdateTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
+			if err := (*timestamppb1.Timestamp)(m.UpdateTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
 			iNdEx = postIndex
@@ -4162,9 +4847,9 @@ func (m *Order) UnmarshalVT(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.CreateTime == nil {
-				m.CreateTime = &timestamppb1.Timestamp{}
+				m.CreateTime = &timestamppb.Timestamp{}
 			}
-			if err := (*timestamppb.Timestamp)(m.CreateTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
+			if err := (*timestamppb1.Timestamp)(m.CreateTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
 			iNdEx = postIndex
@@ -4198,9 +4883,9 @@ func (m *Order) UnmarshalVT(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.UpdateTime == nil {
-				m.UpdateTime = &timestamppb1.Timestamp{}
+				m.UpdateTime = &timestamppb.Timestamp{}
 			}
-			if err := (*timestamppb.Timestamp)(m.UpdateTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
+			if err := (*timestamppb1.Timestamp)(m.UpdateTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
 			iNdEx = postIndex
@@ -6182,9 +6867,9 @@ func (m *ListOrdersRequest) UnmarshalVT(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.CreatedAfter == nil {
-				m.CreatedAfter = &timestamppb1.Timestamp{}
+				m.CreatedAfter = &timestamppb.Timestamp{}
 			}
-			if err := (*timestamppb.Timestamp)(m.CreatedAfter).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
+			if err := (*timestamppb1.Timestamp)(m.CreatedAfter).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
 			iNdEx = postIndex
@@ -6218,9 +6903,9 @@ func (m *ListOrdersRequest) UnmarshalVT(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.CreatedBefore == nil {
-				m.CreatedBefore = &timestamppb1.Timestamp{}
+				m.CreatedBefore = &timestamppb.Timestamp{}
 			}
-			if err := (*timestamppb.Timestamp)(m.CreatedBefore).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
+			if err := (*timestamppb1.Timestamp)(m.CreatedBefore).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
 			iNdEx = postIndex
@@ -6960,9 +7645,9 @@ func (m *TimelineEntry) UnmarshalVT(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.Time == nil {
-				m.Time = &timestamppb1.Timestamp{}
+				m.Time = &timestamppb.Timestamp{}
 			}
-			if err := (*timestamppb.Timestamp)(m.Time).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
+			if err := (*timestamppb1.Timestamp)(m.Time).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
 			iNdEx = postIndex

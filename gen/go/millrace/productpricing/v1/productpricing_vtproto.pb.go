@@ -8,12 +8,12 @@ import (
 	fmt "fmt"
 	v1 "github.com/millrace/millrace/gen/go/millrace/type/v1"
 	protohelpers "github.com/planetscale/vtprotobuf/protohelpers"
-	fieldmaskpb "github.com/planetscale/vtprotobuf/types/known/fieldmaskpb"
-	timestamppb "github.com/planetscale/vtprotobuf/types/known/timestamppb"
+	fieldmaskpb1 "github.com/planetscale/vtprotobuf/types/known/fieldmaskpb"
+	timestamppb1 "github.com/planetscale/vtprotobuf/types/known/timestamppb"
 	proto "google.golang.org/protobuf/proto"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
-	fieldmaskpb1 "google.golang.org/protobuf/types/known/fieldmaskpb"
-	timestamppb1 "google.golang.org/protobuf/types/known/timestamppb"
+	fieldmaskpb "google.golang.org/protobuf/types/known/fieldmaskpb"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	io "io"
 )
 
@@ -23,6 +23,712 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
+
+func (m *UnitConversion) CloneVT() *UnitConversion {
+	if m == nil {
+		return (*UnitConversion)(nil)
+	}
+	r := new(UnitConversion)
+	r.Unit = m.Unit
+	r.Factor = m.Factor
+	r.PerUnit = m.PerUnit
+	r.Indivisible = m.Indivisible
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *UnitConversion) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *Product) CloneVT() *Product {
+	if m == nil {
+		return (*Product)(nil)
+	}
+	r := new(Product)
+	r.Sku = m.Sku
+	r.Name = m.Name
+	r.Description = m.Description
+	r.BaseUnit = m.BaseUnit
+	r.BaseUnitIndivisible = m.BaseUnitIndivisible
+	r.Status = m.Status
+	r.LeadTimeDays = m.LeadTimeDays
+	r.Etag = m.Etag
+	r.CreateTime = (*timestamppb.Timestamp)((*timestamppb1.Timestamp)(m.CreateTime).CloneVT())
+	r.UpdateTime = (*timestamppb.Timestamp)((*timestamppb1.Timestamp)(m.UpdateTime).CloneVT())
+	if rhs := m.Conversions; rhs != nil {
+		tmpContainer := make([]*UnitConversion, len(rhs))
+		for k, v := range rhs {
+			tmpContainer[k] = v.CloneVT()
+		}
+		r.Conversions = tmpContainer
+	}
+	if rhs := m.ProducingSiteIds; rhs != nil {
+		tmpContainer := make([]string, len(rhs))
+		copy(tmpContainer, rhs)
+		r.ProducingSiteIds = tmpContainer
+	}
+	if rhs := m.ExternalRefs; rhs != nil {
+		tmpContainer := make([]*v1.ExternalRef, len(rhs))
+		for k, v := range rhs {
+			if vtpb, ok := interface{}(v).(interface{ CloneVT() *v1.ExternalRef }); ok {
+				tmpContainer[k] = vtpb.CloneVT()
+			} else {
+				tmpContainer[k] = proto.Clone(v).(*v1.ExternalRef)
+			}
+		}
+		r.ExternalRefs = tmpContainer
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *Product) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *CreateProductRequest) CloneVT() *CreateProductRequest {
+	if m == nil {
+		return (*CreateProductRequest)(nil)
+	}
+	r := new(CreateProductRequest)
+	r.Product = m.Product.CloneVT()
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *CreateProductRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *CreateProductResponse) CloneVT() *CreateProductResponse {
+	if m == nil {
+		return (*CreateProductResponse)(nil)
+	}
+	r := new(CreateProductResponse)
+	r.Product = m.Product.CloneVT()
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *CreateProductResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *GetProductRequest) CloneVT() *GetProductRequest {
+	if m == nil {
+		return (*GetProductRequest)(nil)
+	}
+	r := new(GetProductRequest)
+	r.Sku = m.Sku
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *GetProductRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *GetProductResponse) CloneVT() *GetProductResponse {
+	if m == nil {
+		return (*GetProductResponse)(nil)
+	}
+	r := new(GetProductResponse)
+	r.Product = m.Product.CloneVT()
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *GetProductResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ListProductsRequest) CloneVT() *ListProductsRequest {
+	if m == nil {
+		return (*ListProductsRequest)(nil)
+	}
+	r := new(ListProductsRequest)
+	r.PageSize = m.PageSize
+	r.PageToken = m.PageToken
+	r.Status = m.Status
+	r.ExternalRefSystem = m.ExternalRefSystem
+	r.ExternalRefId = m.ExternalRefId
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ListProductsRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ListProductsResponse) CloneVT() *ListProductsResponse {
+	if m == nil {
+		return (*ListProductsResponse)(nil)
+	}
+	r := new(ListProductsResponse)
+	r.NextPageToken = m.NextPageToken
+	if rhs := m.Products; rhs != nil {
+		tmpContainer := make([]*Product, len(rhs))
+		for k, v := range rhs {
+			tmpContainer[k] = v.CloneVT()
+		}
+		r.Products = tmpContainer
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ListProductsResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *UpdateProductRequest) CloneVT() *UpdateProductRequest {
+	if m == nil {
+		return (*UpdateProductRequest)(nil)
+	}
+	r := new(UpdateProductRequest)
+	r.Product = m.Product.CloneVT()
+	r.UpdateMask = (*fieldmaskpb.FieldMask)((*fieldmaskpb1.FieldMask)(m.UpdateMask).CloneVT())
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *UpdateProductRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *UpdateProductResponse) CloneVT() *UpdateProductResponse {
+	if m == nil {
+		return (*UpdateProductResponse)(nil)
+	}
+	r := new(UpdateProductResponse)
+	r.Product = m.Product.CloneVT()
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *UpdateProductResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *UpsertProductByExternalRefRequest) CloneVT() *UpsertProductByExternalRefRequest {
+	if m == nil {
+		return (*UpsertProductByExternalRefRequest)(nil)
+	}
+	r := new(UpsertProductByExternalRefRequest)
+	r.Product = m.Product.CloneVT()
+	if rhs := m.ExternalRef; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v1.ExternalRef }); ok {
+			r.ExternalRef = vtpb.CloneVT()
+		} else {
+			r.ExternalRef = proto.Clone(rhs).(*v1.ExternalRef)
+		}
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *UpsertProductByExternalRefRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *UpsertProductByExternalRefResponse) CloneVT() *UpsertProductByExternalRefResponse {
+	if m == nil {
+		return (*UpsertProductByExternalRefResponse)(nil)
+	}
+	r := new(UpsertProductByExternalRefResponse)
+	r.Product = m.Product.CloneVT()
+	r.Created = m.Created
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *UpsertProductByExternalRefResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ConvertQuantityRequest) CloneVT() *ConvertQuantityRequest {
+	if m == nil {
+		return (*ConvertQuantityRequest)(nil)
+	}
+	r := new(ConvertQuantityRequest)
+	r.Sku = m.Sku
+	r.ToUnit = m.ToUnit
+	if rhs := m.Quantity; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v1.Quantity }); ok {
+			r.Quantity = vtpb.CloneVT()
+		} else {
+			r.Quantity = proto.Clone(rhs).(*v1.Quantity)
+		}
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ConvertQuantityRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ConvertQuantityResponse) CloneVT() *ConvertQuantityResponse {
+	if m == nil {
+		return (*ConvertQuantityResponse)(nil)
+	}
+	r := new(ConvertQuantityResponse)
+	if rhs := m.Quantity; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v1.Quantity }); ok {
+			r.Quantity = vtpb.CloneVT()
+		} else {
+			r.Quantity = proto.Clone(rhs).(*v1.Quantity)
+		}
+	}
+	if rhs := m.BaseQuantity; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v1.Quantity }); ok {
+			r.BaseQuantity = vtpb.CloneVT()
+		} else {
+			r.BaseQuantity = proto.Clone(rhs).(*v1.Quantity)
+		}
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ConvertQuantityResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *QuantityBreak) CloneVT() *QuantityBreak {
+	if m == nil {
+		return (*QuantityBreak)(nil)
+	}
+	r := new(QuantityBreak)
+	r.MinQuantity = m.MinQuantity
+	r.UnitPrice = m.UnitPrice
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *QuantityBreak) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *PriceEntry) CloneVT() *PriceEntry {
+	if m == nil {
+		return (*PriceEntry)(nil)
+	}
+	r := new(PriceEntry)
+	r.Sku = m.Sku
+	r.Unit = m.Unit
+	r.UnitPrice = m.UnitPrice
+	if rhs := m.Breaks; rhs != nil {
+		tmpContainer := make([]*QuantityBreak, len(rhs))
+		for k, v := range rhs {
+			tmpContainer[k] = v.CloneVT()
+		}
+		r.Breaks = tmpContainer
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *PriceEntry) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *PriceList) CloneVT() *PriceList {
+	if m == nil {
+		return (*PriceList)(nil)
+	}
+	r := new(PriceList)
+	r.Id = m.Id
+	r.Name = m.Name
+	r.CurrencyCode = m.CurrencyCode
+	r.Region = m.Region
+	r.CustomerTier = m.CustomerTier
+	r.CustomerId = m.CustomerId
+	r.ValidFrom = (*timestamppb.Timestamp)((*timestamppb1.Timestamp)(m.ValidFrom).CloneVT())
+	r.ValidTo = (*timestamppb.Timestamp)((*timestamppb1.Timestamp)(m.ValidTo).CloneVT())
+	r.Priority = m.Priority
+	r.Etag = m.Etag
+	r.CreateTime = (*timestamppb.Timestamp)((*timestamppb1.Timestamp)(m.CreateTime).CloneVT())
+	r.UpdateTime = (*timestamppb.Timestamp)((*timestamppb1.Timestamp)(m.UpdateTime).CloneVT())
+	if rhs := m.Entries; rhs != nil {
+		tmpContainer := make([]*PriceEntry, len(rhs))
+		for k, v := range rhs {
+			tmpContainer[k] = v.CloneVT()
+		}
+		r.Entries = tmpContainer
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *PriceList) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *CreatePriceListRequest) CloneVT() *CreatePriceListRequest {
+	if m == nil {
+		return (*CreatePriceListRequest)(nil)
+	}
+	r := new(CreatePriceListRequest)
+	r.PriceList = m.PriceList.CloneVT()
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *CreatePriceListRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *CreatePriceListResponse) CloneVT() *CreatePriceListResponse {
+	if m == nil {
+		return (*CreatePriceListResponse)(nil)
+	}
+	r := new(CreatePriceListResponse)
+	r.PriceList = m.PriceList.CloneVT()
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *CreatePriceListResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *GetPriceListRequest) CloneVT() *GetPriceListRequest {
+	if m == nil {
+		return (*GetPriceListRequest)(nil)
+	}
+	r := new(GetPriceListRequest)
+	r.Id = m.Id
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *GetPriceListRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *GetPriceListResponse) CloneVT() *GetPriceListResponse {
+	if m == nil {
+		return (*GetPriceListResponse)(nil)
+	}
+	r := new(GetPriceListResponse)
+	r.PriceList = m.PriceList.CloneVT()
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *GetPriceListResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ListPriceListsRequest) CloneVT() *ListPriceListsRequest {
+	if m == nil {
+		return (*ListPriceListsRequest)(nil)
+	}
+	r := new(ListPriceListsRequest)
+	r.PageSize = m.PageSize
+	r.PageToken = m.PageToken
+	r.CurrencyCode = m.CurrencyCode
+	r.Region = m.Region
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ListPriceListsRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ListPriceListsResponse) CloneVT() *ListPriceListsResponse {
+	if m == nil {
+		return (*ListPriceListsResponse)(nil)
+	}
+	r := new(ListPriceListsResponse)
+	r.NextPageToken = m.NextPageToken
+	if rhs := m.PriceLists; rhs != nil {
+		tmpContainer := make([]*PriceList, len(rhs))
+		for k, v := range rhs {
+			tmpContainer[k] = v.CloneVT()
+		}
+		r.PriceLists = tmpContainer
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ListPriceListsResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *UpdatePriceListRequest) CloneVT() *UpdatePriceListRequest {
+	if m == nil {
+		return (*UpdatePriceListRequest)(nil)
+	}
+	r := new(UpdatePriceListRequest)
+	r.PriceList = m.PriceList.CloneVT()
+	r.UpdateMask = (*fieldmaskpb.FieldMask)((*fieldmaskpb1.FieldMask)(m.UpdateMask).CloneVT())
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *UpdatePriceListRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *UpdatePriceListResponse) CloneVT() *UpdatePriceListResponse {
+	if m == nil {
+		return (*UpdatePriceListResponse)(nil)
+	}
+	r := new(UpdatePriceListResponse)
+	r.PriceList = m.PriceList.CloneVT()
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *UpdatePriceListResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *DeletePriceListRequest) CloneVT() *DeletePriceListRequest {
+	if m == nil {
+		return (*DeletePriceListRequest)(nil)
+	}
+	r := new(DeletePriceListRequest)
+	r.Id = m.Id
+	r.Etag = m.Etag
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *DeletePriceListRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *DeletePriceListResponse) CloneVT() *DeletePriceListResponse {
+	if m == nil {
+		return (*DeletePriceListResponse)(nil)
+	}
+	r := new(DeletePriceListResponse)
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *DeletePriceListResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *SimulationLine) CloneVT() *SimulationLine {
+	if m == nil {
+		return (*SimulationLine)(nil)
+	}
+	r := new(SimulationLine)
+	r.Sku = m.Sku
+	if rhs := m.Quantity; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v1.Quantity }); ok {
+			r.Quantity = vtpb.CloneVT()
+		} else {
+			r.Quantity = proto.Clone(rhs).(*v1.Quantity)
+		}
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *SimulationLine) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *SimulatePricesRequest) CloneVT() *SimulatePricesRequest {
+	if m == nil {
+		return (*SimulatePricesRequest)(nil)
+	}
+	r := new(SimulatePricesRequest)
+	r.CustomerId = m.CustomerId
+	r.CurrencyCode = m.CurrencyCode
+	r.PriceTime = (*timestamppb.Timestamp)((*timestamppb1.Timestamp)(m.PriceTime).CloneVT())
+	if rhs := m.Lines; rhs != nil {
+		tmpContainer := make([]*SimulationLine, len(rhs))
+		for k, v := range rhs {
+			tmpContainer[k] = v.CloneVT()
+		}
+		r.Lines = tmpContainer
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *SimulatePricesRequest) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *PricedLine) CloneVT() *PricedLine {
+	if m == nil {
+		return (*PricedLine)(nil)
+	}
+	r := new(PricedLine)
+	r.Index = m.Index
+	r.Sku = m.Sku
+	r.Status = m.Status
+	r.Reason = m.Reason
+	r.PriceListId = m.PriceListId
+	r.PriceListScope = m.PriceListScope
+	r.AppliedBreakMinQuantity = m.AppliedBreakMinQuantity
+	if rhs := m.Quantity; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v1.Quantity }); ok {
+			r.Quantity = vtpb.CloneVT()
+		} else {
+			r.Quantity = proto.Clone(rhs).(*v1.Quantity)
+		}
+	}
+	if rhs := m.PricedQuantity; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v1.Quantity }); ok {
+			r.PricedQuantity = vtpb.CloneVT()
+		} else {
+			r.PricedQuantity = proto.Clone(rhs).(*v1.Quantity)
+		}
+	}
+	if rhs := m.UnitPrice; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v1.Money }); ok {
+			r.UnitPrice = vtpb.CloneVT()
+		} else {
+			r.UnitPrice = proto.Clone(rhs).(*v1.Money)
+		}
+	}
+	if rhs := m.LineTotal; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v1.Money }); ok {
+			r.LineTotal = vtpb.CloneVT()
+		} else {
+			r.LineTotal = proto.Clone(rhs).(*v1.Money)
+		}
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *PricedLine) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *SimulatePricesResponse) CloneVT() *SimulatePricesResponse {
+	if m == nil {
+		return (*SimulatePricesResponse)(nil)
+	}
+	r := new(SimulatePricesResponse)
+	r.PriceTime = (*timestamppb.Timestamp)((*timestamppb1.Timestamp)(m.PriceTime).CloneVT())
+	if rhs := m.Lines; rhs != nil {
+		tmpContainer := make([]*PricedLine, len(rhs))
+		for k, v := range rhs {
+			tmpContainer[k] = v.CloneVT()
+		}
+		r.Lines = tmpContainer
+	}
+	if rhs := m.Total; rhs != nil {
+		if vtpb, ok := interface{}(rhs).(interface{ CloneVT() *v1.Money }); ok {
+			r.Total = vtpb.CloneVT()
+		} else {
+			r.Total = proto.Clone(rhs).(*v1.Money)
+		}
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *SimulatePricesResponse) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
 
 func (m *UnitConversion) MarshalVT() (dAtA []byte, err error) {
 	if m == nil {
@@ -119,7 +825,7 @@ func (m *Product) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		copy(dAtA[i:], m.unknownFields)
 	}
 	if m.UpdateTime != nil {
-		size, err := (*timestamppb.Timestamp)(m.UpdateTime).MarshalToSizedBufferVT(dAtA[:i])
+		size, err := (*timestamppb1.Timestamp)(m.UpdateTime).MarshalToSizedBufferVT(dAtA[:i])
 		if err != nil {
 			return 0, err
 		}
@@ -129,7 +835,7 @@ func (m *Product) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		dAtA[i] = 0x6a
 	}
 	if m.CreateTime != nil {
-		size, err := (*timestamppb.Timestamp)(m.CreateTime).MarshalToSizedBufferVT(dAtA[:i])
+		size, err := (*timestamppb1.Timestamp)(m.CreateTime).MarshalToSizedBufferVT(dAtA[:i])
 		if err != nil {
 			return 0, err
 		}
@@ -557,7 +1263,7 @@ func (m *UpdateProductRequest) MarshalToSizedBufferVT(dAtA []byte) (int, error) 
 		copy(dAtA[i:], m.unknownFields)
 	}
 	if m.UpdateMask != nil {
-		size, err := (*fieldmaskpb.FieldMask)(m.UpdateMask).MarshalToSizedBufferVT(dAtA[:i])
+		size, err := (*fieldmaskpb1.FieldMask)(m.UpdateMask).MarshalToSizedBufferVT(dAtA[:i])
 		if err != nil {
 			return 0, err
 		}
@@ -1030,7 +1736,7 @@ func (m *PriceList) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		copy(dAtA[i:], m.unknownFields)
 	}
 	if m.UpdateTime != nil {
-		size, err := (*timestamppb.Timestamp)(m.UpdateTime).MarshalToSizedBufferVT(dAtA[:i])
+		size, err := (*timestamppb1.Timestamp)(m.UpdateTime).MarshalToSizedBufferVT(dAtA[:i])
 		if err != nil {
 			return 0, err
 		}
@@ -1040,7 +1746,7 @@ func (m *PriceList) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		dAtA[i] = 0x6a
 	}
 	if m.CreateTime != nil {
-		size, err := (*timestamppb.Timestamp)(m.CreateTime).MarshalToSizedBufferVT(dAtA[:i])
+		size, err := (*timestamppb1.Timestamp)(m.CreateTime).MarshalToSizedBufferVT(dAtA[:i])
 		if err != nil {
 			return 0, err
 		}
@@ -1074,7 +1780,7 @@ func (m *PriceList) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		dAtA[i] = 0x48
 	}
 	if m.ValidTo != nil {
-		size, err := (*timestamppb.Timestamp)(m.ValidTo).MarshalToSizedBufferVT(dAtA[:i])
+		size, err := (*timestamppb1.Timestamp)(m.ValidTo).MarshalToSizedBufferVT(dAtA[:i])
 		if err != nil {
 			return 0, err
 		}
@@ -1084,7 +1790,7 @@ func (m *PriceList) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		dAtA[i] = 0x42
 	}
 	if m.ValidFrom != nil {
-		size, err := (*timestamppb.Timestamp)(m.ValidFrom).MarshalToSizedBufferVT(dAtA[:i])
+		size, err := (*timestamppb1.Timestamp)(m.ValidFrom).MarshalToSizedBufferVT(dAtA[:i])
 		if err != nil {
 			return 0, err
 		}
@@ -1449,7 +2155,7 @@ func (m *UpdatePriceListRequest) MarshalToSizedBufferVT(dAtA []byte) (int, error
 		copy(dAtA[i:], m.unknownFields)
 	}
 	if m.UpdateMask != nil {
-		size, err := (*fieldmaskpb.FieldMask)(m.UpdateMask).MarshalToSizedBufferVT(dAtA[:i])
+		size, err := (*fieldmaskpb1.FieldMask)(m.UpdateMask).MarshalToSizedBufferVT(dAtA[:i])
 		if err != nil {
 			return 0, err
 		}
@@ -1699,7 +2405,7 @@ func (m *SimulatePricesRequest) MarshalToSizedBufferVT(dAtA []byte) (int, error)
 		}
 	}
 	if m.PriceTime != nil {
-		size, err := (*timestamppb.Timestamp)(m.PriceTime).MarshalToSizedBufferVT(dAtA[:i])
+		size, err := (*timestamppb1.Timestamp)(m.PriceTime).MarshalToSizedBufferVT(dAtA[:i])
 		if err != nil {
 			return 0, err
 		}
@@ -1922,7 +2628,7 @@ func (m *SimulatePricesResponse) MarshalToSizedBufferVT(dAtA []byte) (int, error
 		copy(dAtA[i:], m.unknownFields)
 	}
 	if m.PriceTime != nil {
-		size, err := (*timestamppb.Timestamp)(m.PriceTime).MarshalToSizedBufferVT(dAtA[:i])
+		size, err := (*timestamppb1.Timestamp)(m.PriceTime).MarshalToSizedBufferVT(dAtA[:i])
 		if err != nil {
 			return 0, err
 		}
@@ -2053,11 +2759,11 @@ func (m *Product) SizeVT() (n int) {
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	if m.CreateTime != nil {
-		l = (*timestamppb.Timestamp)(m.CreateTime).SizeVT()
+		l = (*timestamppb1.Timestamp)(m.CreateTime).SizeVT()
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	if m.UpdateTime != nil {
-		l = (*timestamppb.Timestamp)(m.UpdateTime).SizeVT()
+		l = (*timestamppb1.Timestamp)(m.UpdateTime).SizeVT()
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	n += len(m.unknownFields)
@@ -2179,7 +2885,7 @@ func (m *UpdateProductRequest) SizeVT() (n int) {
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	if m.UpdateMask != nil {
-		l = (*fieldmaskpb.FieldMask)(m.UpdateMask).SizeVT()
+		l = (*fieldmaskpb1.FieldMask)(m.UpdateMask).SizeVT()
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	n += len(m.unknownFields)
@@ -2376,11 +3082,11 @@ func (m *PriceList) SizeVT() (n int) {
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	if m.ValidFrom != nil {
-		l = (*timestamppb.Timestamp)(m.ValidFrom).SizeVT()
+		l = (*timestamppb1.Timestamp)(m.ValidFrom).SizeVT()
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	if m.ValidTo != nil {
-		l = (*timestamppb.Timestamp)(m.ValidTo).SizeVT()
+		l = (*timestamppb1.Timestamp)(m.ValidTo).SizeVT()
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	if m.Priority != 0 {
@@ -2397,11 +3103,11 @@ func (m *PriceList) SizeVT() (n int) {
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	if m.CreateTime != nil {
-		l = (*timestamppb.Timestamp)(m.CreateTime).SizeVT()
+		l = (*timestamppb1.Timestamp)(m.CreateTime).SizeVT()
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	if m.UpdateTime != nil {
-		l = (*timestamppb.Timestamp)(m.UpdateTime).SizeVT()
+		l = (*timestamppb1.Timestamp)(m.UpdateTime).SizeVT()
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	n += len(m.unknownFields)
@@ -2520,7 +3226,7 @@ func (m *UpdatePriceListRequest) SizeVT() (n int) {
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	if m.UpdateMask != nil {
-		l = (*fieldmaskpb.FieldMask)(m.UpdateMask).SizeVT()
+		l = (*fieldmaskpb1.FieldMask)(m.UpdateMask).SizeVT()
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	n += len(m.unknownFields)
@@ -2608,7 +3314,7 @@ func (m *SimulatePricesRequest) SizeVT() (n int) {
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	if m.PriceTime != nil {
-		l = (*timestamppb.Timestamp)(m.PriceTime).SizeVT()
+		l = (*timestamppb1.Timestamp)(m.PriceTime).SizeVT()
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	if len(m.Lines) > 0 {
@@ -2720,7 +3426,7 @@ func (m *SimulatePricesResponse) SizeVT() (n int) {
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	if m.PriceTime != nil {
-		l = (*timestamppb.Timestamp)(m.PriceTime).SizeVT()
+		l = (*timestamppb1.Timestamp)(m.PriceTime).SizeVT()
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	n += len(m.unknownFields)
@@ -3279,9 +3985,9 @@ func (m *Product) UnmarshalVT(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.CreateTime == nil {
-				m.CreateTime = &timestamppb1.Timestamp{}
+				m.CreateTime = &timestamppb.Timestamp{}
 			}
-			if err := (*timestamppb.Timestamp)(m.CreateTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
+			if err := (*timestamppb1.Timestamp)(m.CreateTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
 			iNdEx = postIndex
@@ -3315,9 +4021,9 @@ func (m *Product) UnmarshalVT(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.UpdateTime == nil {
-				m.UpdateTime = &timestamppb1.Timestamp{}
+				m.UpdateTime = &timestamppb.Timestamp{}
 			}
-			if err := (*timestamppb.Timestamp)(m.UpdateTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
+			if err := (*timestamppb1.Timestamp)(m.UpdateTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
 			iNdEx = postIndex
@@ -4084,9 +4790,9 @@ func (m *UpdateProductRequest) UnmarshalVT(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.UpdateMask == nil {
-				m.UpdateMask = &fieldmaskpb1.FieldMask{}
+				m.UpdateMask = &fieldmaskpb.FieldMask{}
 			}
-			if err := (*fieldmaskpb.FieldMask)(m.UpdateMask).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
+			if err := (*fieldmaskpb1.FieldMask)(m.UpdateMask).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
 			iNdEx = postIndex
@@ -5282,9 +5988,9 @@ func (m *PriceList) UnmarshalVT(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.ValidFrom == nil {
-				m.ValidFrom = &timestamppb1.Timestamp{}
+				m.ValidFrom = &timestamppb.Timestamp{}
 			}
-			if err := (*timestamppb.Timestamp)(m.ValidFrom).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
+			if err := (*timestamppb1.Timestamp)(m.ValidFrom).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
 			iNdEx = postIndex
@@ -5318,9 +6024,9 @@ func (m *PriceList) UnmarshalVT(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.ValidTo == nil {
-				m.ValidTo = &timestamppb1.Timestamp{}
+				m.ValidTo = &timestamppb.Timestamp{}
 			}
-			if err := (*timestamppb.Timestamp)(m.ValidTo).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
+			if err := (*timestamppb1.Timestamp)(m.ValidTo).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
 			iNdEx = postIndex
@@ -5439,9 +6145,9 @@ func (m *PriceList) UnmarshalVT(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.CreateTime == nil {
-				m.CreateTime = &timestamppb1.Timestamp{}
+				m.CreateTime = &timestamppb.Timestamp{}
 			}
-			if err := (*timestamppb.Timestamp)(m.CreateTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
+			if err := (*timestamppb1.Timestamp)(m.CreateTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
 			iNdEx = postIndex
@@ -5475,9 +6181,9 @@ func (m *PriceList) UnmarshalVT(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.UpdateTime == nil {
-				m.UpdateTime = &timestamppb1.Timestamp{}
+				m.UpdateTime = &timestamppb.Timestamp{}
 			}
-			if err := (*timestamppb.Timestamp)(m.UpdateTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
+			if err := (*timestamppb1.Timestamp)(m.UpdateTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
 			iNdEx = postIndex
@@ -6225,9 +6931,9 @@ func (m *UpdatePriceListRequest) UnmarshalVT(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.UpdateMask == nil {
-				m.UpdateMask = &fieldmaskpb1.FieldMask{}
+				m.UpdateMask = &fieldmaskpb.FieldMask{}
 			}
-			if err := (*fieldmaskpb.FieldMask)(m.UpdateMask).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
+			if err := (*fieldmaskpb1.FieldMask)(m.UpdateMask).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
 			iNdEx = postIndex
@@ -6756,9 +7462,9 @@ func (m *SimulatePricesRequest) UnmarshalVT(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.PriceTime == nil {
-				m.PriceTime = &timestamppb1.Timestamp{}
+				m.PriceTime = &timestamppb.Timestamp{}
 			}
-			if err := (*timestamppb.Timestamp)(m.PriceTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
+			if err := (*timestamppb1.Timestamp)(m.PriceTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
 			iNdEx = postIndex
@@ -7380,9 +8086,9 @@ func (m *SimulatePricesResponse) UnmarshalVT(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			if m.PriceTime == nil {
-				m.PriceTime = &timestamppb1.Timestamp{}
+				m.PriceTime = &timestamppb.Timestamp{}
 			}
-			if err := (*timestamppb.Timestamp)(m.PriceTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
+			if err := (*timestamppb1.Timestamp)(m.PriceTime).UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
 			iNdEx = postIndex

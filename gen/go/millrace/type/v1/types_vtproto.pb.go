@@ -7,6 +7,7 @@ package typev1
 import (
 	fmt "fmt"
 	protohelpers "github.com/planetscale/vtprotobuf/protohelpers"
+	proto "google.golang.org/protobuf/proto"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	io "io"
 )
@@ -17,6 +18,85 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
+
+func (m *Money) CloneVT() *Money {
+	if m == nil {
+		return (*Money)(nil)
+	}
+	r := new(Money)
+	r.CurrencyCode = m.CurrencyCode
+	r.Amount = m.Amount
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *Money) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *Quantity) CloneVT() *Quantity {
+	if m == nil {
+		return (*Quantity)(nil)
+	}
+	r := new(Quantity)
+	r.Value = m.Value
+	r.Unit = m.Unit
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *Quantity) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *ExternalRef) CloneVT() *ExternalRef {
+	if m == nil {
+		return (*ExternalRef)(nil)
+	}
+	r := new(ExternalRef)
+	r.System = m.System
+	r.Id = m.Id
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *ExternalRef) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
+
+func (m *Address) CloneVT() *Address {
+	if m == nil {
+		return (*Address)(nil)
+	}
+	r := new(Address)
+	r.City = m.City
+	r.State = m.State
+	r.PostalCode = m.PostalCode
+	r.CountryCode = m.CountryCode
+	if rhs := m.Lines; rhs != nil {
+		tmpContainer := make([]string, len(rhs))
+		copy(tmpContainer, rhs)
+		r.Lines = tmpContainer
+	}
+	if len(m.unknownFields) > 0 {
+		r.unknownFields = make([]byte, len(m.unknownFields))
+		copy(r.unknownFields, m.unknownFields)
+	}
+	return r
+}
+
+func (m *Address) CloneMessageVT() proto.Message {
+	return m.CloneVT()
+}
 
 func (m *Money) MarshalVT() (dAtA []byte, err error) {
 	if m == nil {

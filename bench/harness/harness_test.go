@@ -101,3 +101,30 @@ func TestRunStopsWhenContextEnds(t *testing.T) {
 		t.Errorf("Ops = 0, want the ops before the context ended")
 	}
 }
+
+// TestRunMeasuresCPUPerOp: an operation that burns CPU shows it, one that
+// sleeps shows next to nothing.
+func TestRunMeasuresCPUPerOp(t *testing.T) {
+	if processCPU() == 0 {
+		t.Skip("process CPU time is not measured on this platform")
+	}
+	cfg := Config{Name: "cpu", Concurrency: 1, Duration: 200 * time.Millisecond}
+	spin := func(context.Context, int) error {
+		for end := time.Now().Add(2 * time.Millisecond); time.Now().Before(end); {
+		}
+		return nil
+	}
+	busy := Run(context.Background(), cfg, spin)
+	// Spinning 2 ms of wall time costs about 2 ms of CPU; a loaded machine
+	// can take the core away for part of it, so only a floor is safe.
+	if busy.CPUPerOp < time.Millisecond {
+		t.Errorf("spinning 2ms per op: CPUPerOp = %v, want at least 1ms", busy.CPUPerOp)
+	}
+	idle := Run(context.Background(), cfg, func(context.Context, int) error {
+		time.Sleep(2 * time.Millisecond)
+		return nil
+	})
+	if idle.CPUPerOp >= busy.CPUPerOp/2 {
+		t.Errorf("sleeping 2ms per op: CPUPerOp = %v, want well below spinning's %v", idle.CPUPerOp, busy.CPUPerOp)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Verdicts of a scenario in a Report.
@@ -85,20 +86,22 @@ func (r *Report) WriteTable(w io.Writer) error {
 		nameW = max(nameW, len(s.Name), len(s.Ceiling))
 	}
 	var b strings.Builder
-	line := func(name, ops, p50, p99, ceiling, ratio, target, errs, verdict string) {
-		fmt.Fprintf(&b, "%-*s %11s %9s %9s  %-*s %7s %7s %7s  %s\n",
-			nameW, name, ops, p50, p99, nameW, ceiling, ratio, target, errs, verdict)
+	// Columns are padded by characters, not bytes: durations may hold "µ".
+	right := func(w int, v string) string { return strings.Repeat(" ", max(w-utf8.RuneCountInString(v), 0)) + v }
+	line := func(name, ops, p50, p99, cpu, ceiling, ratio, target, errs, verdict string) {
+		fmt.Fprintf(&b, "%-*s %s %s %s %s  %-*s %7s %7s %7s  %s\n",
+			nameW, name, right(11, ops), right(9, p50), right(9, p99), right(9, cpu), nameW, ceiling, ratio, target, errs, verdict)
 	}
-	line("scenario", "ops/s", "p50", "p99", "ceiling", "ratio", "target", "errors", "verdict")
+	line("scenario", "ops/s", "p50", "p99", "cpu/op", "ceiling", "ratio", "target", "errors", "verdict")
 	for _, c := range r.ceilings {
-		line(c.Name, fmtOps(c.Throughput), fmtDur(c.P50), fmtDur(c.P99), "-", "-", "-", fmt.Sprint(c.Errors), "ceiling")
+		line(c.Name, fmtOps(c.Throughput), fmtDur(c.P50), fmtDur(c.P99), fmtCPU(c.CPUPerOp), "-", "-", "-", fmt.Sprint(c.Errors), "ceiling")
 	}
 	for _, s := range r.scenarios {
 		ratio := "-"
 		if s.Verdict != VerdictNoCeiling {
 			ratio = fmt.Sprintf("%.1f%%", s.RatioPct)
 		}
-		line(s.Name, fmtOps(s.Throughput), fmtDur(s.P50), fmtDur(s.P99), s.Ceiling, ratio,
+		line(s.Name, fmtOps(s.Throughput), fmtDur(s.P50), fmtDur(s.P99), fmtCPU(s.CPUPerOp), s.Ceiling, ratio,
 			fmt.Sprintf("%.0f%%", s.TargetPct), fmt.Sprint(s.Errors), s.Verdict)
 	}
 	_, err := io.WriteString(w, b.String())
@@ -138,6 +141,14 @@ func nonNil[T any](s []T) []T {
 }
 
 func fmtOps(v float64) string { return fmt.Sprintf("%.0f", v) }
+
+// fmtCPU prints a CPU time per operation, "-" when it was not measured.
+func fmtCPU(d time.Duration) string {
+	if d <= 0 {
+		return "-"
+	}
+	return fmtDur(d)
+}
 
 // fmtDur prints three significant digits, which is all the precision a
 // latency measured on a shared machine has.

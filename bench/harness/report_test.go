@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"unicode/utf8"
 	"time"
 )
 
@@ -38,8 +39,8 @@ func TestReportVerdicts(t *testing.T) {
 
 func TestReportTable(t *testing.T) {
 	var r Report
-	r.AddCeiling(Result{Name: "grpc-echo", Throughput: 20000, P50: 1500 * time.Microsecond, P99: 12 * time.Millisecond})
-	r.AddScenario(Result{Name: "rpc-noop-grpc", Throughput: 9000, P50: 3 * time.Millisecond, P99: 25 * time.Millisecond}, "grpc-echo", 40)
+	r.AddCeiling(Result{Name: "grpc-echo", Throughput: 20000, P50: 900 * time.Microsecond, P99: 12 * time.Millisecond})
+	r.AddScenario(Result{Name: "rpc-noop-grpc", Throughput: 9000, P50: 3 * time.Millisecond, P99: 25 * time.Millisecond, CPUPerOp: 180 * time.Microsecond}, "grpc-echo", 40)
 	var buf bytes.Buffer
 	if err := r.WriteTable(&buf); err != nil {
 		t.Fatal(err)
@@ -49,17 +50,19 @@ func TestReportTable(t *testing.T) {
 		t.Fatalf("got %d lines, want header, ceiling and scenario:\n%s", len(lines), buf.String())
 	}
 	for i, want := range [][]string{
-		{"scenario", "ops/s", "p50", "p99", "ceiling", "ratio", "target", "errors", "verdict"},
-		{"grpc-echo", "20000", "1.50ms", "12.0ms", "-", "-", "-", "0", "ceiling"},
-		{"rpc-noop-grpc", "9000", "3.00ms", "25.0ms", "grpc-echo", "45.0%", "40%", "0", "PASS"},
+		{"scenario", "ops/s", "p50", "p99", "cpu/op", "ceiling", "ratio", "target", "errors", "verdict"},
+		{"grpc-echo", "20000", "900µs", "12.0ms", "-", "-", "-", "-", "0", "ceiling"},
+		{"rpc-noop-grpc", "9000", "3.00ms", "25.0ms", "180µs", "grpc-echo", "45.0%", "40%", "0", "PASS"},
 	} {
 		if got := strings.Fields(lines[i]); strings.Join(got, " ") != strings.Join(want, " ") {
 			t.Errorf("line %d = %q, want fields %q", i, lines[i], want)
 		}
 	}
-	// Fixed width: every column starts at the same offset on every line.
-	if a, b := strings.Index(lines[0], "verdict"), strings.Index(lines[2], "PASS"); a != b {
-		t.Errorf("verdict column at %d in header, %d in row:\n%s", a, b, buf.String())
+	// Fixed width: every column starts at the same character on every
+	// line, with "µ" in some cells.
+	col := func(line, field string) int { return utf8.RuneCountInString(line[:strings.LastIndex(line, field)]) }
+	if a, b, c := col(lines[0], "verdict"), col(lines[1], "ceiling"), col(lines[2], "PASS"); a != b || a != c {
+		t.Errorf("verdict column at %d in header, %d and %d in rows:\n%s", a, b, c, buf.String())
 	}
 }
 

@@ -52,16 +52,84 @@ type Draft struct {
 // subject, and writes it to the outbox in tx. The event becomes visible to
 // the relay only if tx commits.
 func Append(ctx context.Context, tx *bbolt.Tx, d Draft) (*eventsv1.Envelope, error) {
-	if d.Service == "" || d.Subject == "" || d.Data == nil {
-		return nil, fmt.Errorf("events: draft needs a service, a subject and data")
+	p, err := AppendPending(ctx, tx, d)
+	return p.Env, err
+}
+
+// Pending is an event appended in a transaction that has not committed yet:
+// its envelope and its place in the outbox, so that the same transaction
+// can supersede it.
+type Pending struct {
+	Env *eventsv1.Envelope
+	seq uint64 // outbox sequence
+}
+
+// AppendPending is Append for a caller that may supersede the event before
+// its transaction commits.
+func AppendPending(ctx context.Context, tx *bbolt.Tx, d Draft) (Pending, error) {
+	if err := d.check(); err != nil {
+		return Pending{}, err
 	}
 	seq, err := storage.NextAggregateSeq(tx, d.Subject)
 	if err != nil {
-		return nil, fmt.Errorf("events: sequence for %s: %w", d.Subject, err)
+		return Pending{}, fmt.Errorf("events: sequence for %s: %w", d.Subject, err)
 	}
+	env, b, err := envelope(ctx, d, seq)
+	if err != nil {
+		return Pending{}, err
+	}
+	at, err := storage.AppendOutbox(tx, b)
+	if err != nil {
+		return Pending{}, fmt.Errorf("events: append to outbox: %w", err)
+	}
+	return Pending{Env: env, seq: at}, nil
+}
+
+// Supersede replaces p, appended earlier in the same transaction tx and
+// still the latest event of its subject, with d: one event where two
+// changes of one aggregate commit together. The new event takes p's place
+// in the outbox and its subject sequence, so receivers see a gap-free
+// sequence in commit order; it gets a new id and time, and the correlation
+// of ctx (the change it reports last). Anyone who would have read p reads
+// the new event instead: p was never committed, so nobody saw it.
+//
+// d must be about p's subject, and no event of that subject may have been
+// appended after p; otherwise Supersede fails and changes nothing.
+func Supersede(ctx context.Context, tx *bbolt.Tx, p Pending, d Draft) (Pending, error) {
+	if err := d.check(); err != nil {
+		return Pending{}, err
+	}
+	if p.Env == nil || p.seq == 0 {
+		return Pending{}, fmt.Errorf("events: nothing to supersede")
+	}
+	if d.Subject != p.Env.GetSubject() {
+		return Pending{}, fmt.Errorf("events: an event about %s cannot supersede one about %s", d.Subject, p.Env.GetSubject())
+	}
+	if last := storage.AggregateSeq(tx, d.Subject); last != p.Env.GetSequence() {
+		return Pending{}, fmt.Errorf("events: event %d of %s is not the latest (%d is)", p.Env.GetSequence(), d.Subject, last)
+	}
+	env, b, err := envelope(ctx, d, p.Env.GetSequence())
+	if err != nil {
+		return Pending{}, err
+	}
+	if err := storage.ReplaceOutbox(tx, p.seq, b); err != nil {
+		return Pending{}, fmt.Errorf("events: supersede %s: %w", p.Env.GetId(), err)
+	}
+	return Pending{Env: env, seq: p.seq}, nil
+}
+
+func (d Draft) check() error {
+	if d.Service == "" || d.Subject == "" || d.Data == nil {
+		return fmt.Errorf("events: draft needs a service, a subject and data")
+	}
+	return nil
+}
+
+// envelope builds and encodes the envelope of d with subject sequence seq.
+func envelope(ctx context.Context, d Draft, seq uint64) (*eventsv1.Envelope, []byte, error) {
 	payload, err := storage.MarshalProto(d.Data)
 	if err != nil {
-		return nil, fmt.Errorf("events: pack %s: %w", Type(d.Data), err)
+		return nil, nil, fmt.Errorf("events: pack %s: %w", Type(d.Data), err)
 	}
 	// As anypb.New packs it.
 	data := &anypb.Any{TypeUrl: anyTypePrefix + Type(d.Data), Value: payload}
@@ -81,12 +149,9 @@ func Append(ctx context.Context, tx *bbolt.Tx, d Draft) (*eventsv1.Envelope, err
 	}
 	b, err := storage.MarshalProto(env)
 	if err != nil {
-		return nil, fmt.Errorf("events: marshal envelope: %w", err)
+		return nil, nil, fmt.Errorf("events: marshal envelope: %w", err)
 	}
-	if _, err := storage.AppendOutbox(tx, b); err != nil {
-		return nil, fmt.Errorf("events: append to outbox: %w", err)
-	}
-	return env, nil
+	return env, b, nil
 }
 
 // Matches reports whether an event type matches a filter list: exact names

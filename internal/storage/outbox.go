@@ -47,6 +47,25 @@ func AppendOutbox(tx *bbolt.Tx, data []byte) (seq uint64, err error) {
 	return seq, nil
 }
 
+// ReplaceOutbox overwrites the record at seq with data. It is for an event
+// superseded in the transaction that appended it (events.Supersede): the
+// record keeps its place in commit order and the pending count is
+// unchanged. A record that is not there is an error.
+func ReplaceOutbox(tx *bbolt.Tx, seq uint64, data []byte) error {
+	b, err := platformBucket(tx, bucketOutbox)
+	if err != nil {
+		return err
+	}
+	k := Uint64Key(seq)
+	if b.Get(k) == nil {
+		return fmt.Errorf("storage: no outbox record %d to replace", seq)
+	}
+	if err := b.Put(k, data); err != nil {
+		return fmt.Errorf("storage: replace outbox record %d: %w", seq, err)
+	}
+	return nil
+}
+
 // ReadOutbox returns up to limit of the oldest unpublished records in commit
 // order (limit <= 0 means all). The data is copied, so the records outlive
 // tx, which lets a relay publish outside the transaction.
@@ -162,6 +181,19 @@ func NextAggregateSeq(tx *bbolt.Tx, aggregateKey string) (uint64, error) {
 		return 0, fmt.Errorf("storage: aggregate sequence: %w", err)
 	}
 	return n, nil
+}
+
+// AggregateSeq returns the last sequence number NextAggregateSeq gave the
+// aggregate, zero when none.
+func AggregateSeq(tx *bbolt.Tx, aggregateKey string) uint64 {
+	b := tx.Bucket(bucketAggregateSeq)
+	if b == nil {
+		return 0
+	}
+	if v := b.Get([]byte(aggregateKey)); len(v) == 8 {
+		return binary.BigEndian.Uint64(v)
+	}
+	return 0
 }
 
 // MarkProcessed records that consumer applied event eventID, in the same

@@ -222,13 +222,15 @@ func balanceProto(tx txn, b *balance, now time.Time) (*fulfillmentv1.InventoryBa
 	}, nil
 }
 
-// emitInventory appends InventoryChanged for a balance.
+// emitInventory reports a balance's change with InventoryChanged; changes
+// of one balance for one reason that commit together are one event
+// (txn.emitInventoryChanged).
 func emitInventory(tx txn, b *balance, region string, reason fulfillmentv1.LedgerReason, now time.Time) error {
 	bp, err := balanceProto(tx, b, now)
 	if err != nil {
 		return err
 	}
-	return tx.emit(inventorySubject(b.SiteID, b.SKU), region, &eventsv1.InventoryChanged{Balance: bp, Reason: reason})
+	return tx.emitInventoryChanged(region, &eventsv1.InventoryChanged{Balance: bp, Reason: reason})
 }
 
 // ---------------------------------------------------------------------------

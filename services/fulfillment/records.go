@@ -3,6 +3,7 @@ package fulfillment
 import (
 	"context"
 	"fmt"
+	eventsv1 "github.com/millrace/millrace/gen/go/millrace/events/v1"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -304,6 +305,12 @@ type txn interface {
 
 	// emit appends an event to the outbox in this transaction.
 	emit(subject, region string, event proto.Message) error
+	// emitInventoryChanged appends ev for its balance, or supersedes the
+	// InventoryChanged this transaction appended for that balance last when
+	// it has the same reason and is still the balance's latest event: many
+	// reservations of one SKU at one site committed together (a group
+	// commit) are one event with the balance after the last of them.
+	emitInventoryChanged(region string, ev *eventsv1.InventoryChanged) error
 }
 
 // repository runs transactions. update may run fn more than once (group

@@ -11,6 +11,7 @@ import (
 	"go.etcd.io/bbolt"
 	"google.golang.org/protobuf/proto"
 
+	eventsv1 "github.com/millrace/millrace/gen/go/millrace/events/v1"
 	fulfillmentv1 "github.com/millrace/millrace/gen/go/millrace/fulfillment/v1"
 	"github.com/millrace/millrace/internal/events"
 	"github.com/millrace/millrace/internal/idempotency"
@@ -46,6 +47,16 @@ type txShared struct {
 	sites    map[string]*siteInfo    // nil values: no such site
 	supplies map[string][]itemSupply // by SKU; never changed in place
 	balances map[string]*balance     // by itemKey; nil values: no balance
+	// inventory is the InventoryChanged each balance got last in this
+	// transaction, by event subject (emitInventoryChanged).
+	inventory map[string]inventoryEvent
+}
+
+// inventoryEvent is an InventoryChanged appended in the running
+// transaction.
+type inventoryEvent struct {
+	p      events.Pending
+	reason fulfillmentv1.LedgerReason
 }
 
 // sharedFor returns the shared state of tx, starting it on the
@@ -55,10 +66,11 @@ func (s *store) sharedFor(tx *bbolt.Tx) *txShared {
 		return w
 	}
 	s.shared = &txShared{
-		tx:       tx,
-		sites:    map[string]*siteInfo{},
-		supplies: map[string][]itemSupply{},
-		balances: map[string]*balance{},
+		tx:        tx,
+		sites:     map[string]*siteInfo{},
+		supplies:  map[string][]itemSupply{},
+		balances:  map[string]*balance{},
+		inventory: map[string]inventoryEvent{},
 	}
 	return s.shared
 }
@@ -864,6 +876,31 @@ func (t *storeTx) scanReturns(orderID, afterID string, fn func(*returnRec) bool)
 
 // ---------------------------------------------------------------------------
 // Events.
+
+func (t *storeTx) emitInventoryChanged(region string, ev *eventsv1.InventoryChanged) error {
+	b := ev.GetBalance()
+	subject := inventorySubject(b.GetSiteId(), b.GetSku())
+	d := events.Draft{Service: serviceName, Subject: subject, Region: region, Data: ev}
+	w := t.shared
+	if w == nil {
+		return t.emit(subject, region, ev)
+	}
+	var (
+		p   events.Pending
+		err error
+	)
+	if last, ok := w.inventory[subject]; ok && last.reason == ev.GetReason() && storage.AggregateSeq(t.tx, subject) == last.p.Env.GetSequence() {
+		p, err = events.Supersede(t.ctx, t.tx, last.p, d)
+	} else {
+		p, err = events.AppendPending(t.ctx, t.tx, d)
+	}
+	if err != nil {
+		return err
+	}
+	w.inventory[subject] = inventoryEvent{p: p, reason: ev.GetReason()}
+	t.emitted++
+	return nil
+}
 
 func (t *storeTx) emit(subject, region string, event proto.Message) error {
 	if _, err := events.Append(t.ctx, t.tx, events.Draft{Service: serviceName, Subject: subject, Region: region, Data: event}); err != nil {

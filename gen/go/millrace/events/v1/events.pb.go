@@ -458,7 +458,11 @@ func (x *PriceListChanged) GetDeleted() bool {
 	return false
 }
 
-// InventoryChanged is emitted when a balance changes.
+// InventoryChanged is emitted when a balance changes. Changes of one
+// balance for one reason that commit together in one transaction (many
+// reservations of a SKU at a site under load) are one event, with the
+// balance after the last of them and the correlation of that change; the
+// inventory ledger keeps every change.
 type InventoryChanged struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The balance after the change.

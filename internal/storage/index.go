@@ -59,7 +59,9 @@ func (ix Index) check(indexKey, pk []byte) error {
 
 // Put records that the record pk has index key indexKey. On a unique index a
 // key held by a different record is a *UniqueViolationError; the same record
-// again is a no-op, so a retried write succeeds.
+// again is a no-op, so a retried write succeeds. An entry already there is
+// not written again: a write, even of the same bytes, would make bbolt copy
+// and rewrite the page holding it at commit.
 func (ix Index) Put(tx *bbolt.Tx, indexKey, pk []byte) error {
 	if err := ix.check(indexKey, pk); err != nil {
 		return err
@@ -69,7 +71,11 @@ func (ix Index) Put(tx *bbolt.Tx, indexKey, pk []byte) error {
 		return err
 	}
 	if !ix.Unique {
-		return b.Put(entryKey(indexKey, pk), nil)
+		k := entryKey(indexKey, pk)
+		if found, _ := b.Cursor().Seek(k); bytes.Equal(found, k) {
+			return nil
+		}
+		return b.Put(k, nil)
 	}
 	if holder := b.Get(indexKey); holder != nil {
 		if bytes.Equal(holder, pk) {

@@ -329,3 +329,45 @@ func hasEntry(tx *bbolt.Tx, ix Index, key, pk []byte) bool {
 	})
 	return found
 }
+
+// Putting an entry that is already there writes nothing, so the page
+// holding it is not rewritten at commit; a new entry is written and found.
+func TestIndexPutOfAnExistingEntryWritesNothing(t *testing.T) {
+	db := openTest(t, filepath.Join(t.TempDir(), "customer.db"), customerSchemaV1)
+	for _, ix := range []Index{byStatus, byRef} {
+		if err := db.Update(func(tx *bbolt.Tx) error { return ix.Put(tx, KeyStrings("ACTIVE"), []byte("cus_1")) }); err != nil {
+			t.Fatal(err)
+		}
+		var nodes int64
+		if err := db.Update(func(tx *bbolt.Tx) error {
+			if err := ix.Put(tx, KeyStrings("ACTIVE"), []byte("cus_1")); err != nil {
+				return err
+			}
+			st := tx.Stats()
+			nodes = st.GetNodeCount()
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if nodes != 0 {
+			t.Errorf("%s: putting an existing entry again touched %d nodes, want none", ix.Bucket, nodes)
+		}
+		var found []string
+		if err := db.Update(func(tx *bbolt.Tx) error {
+			if err := ix.Put(tx, KeyStrings("ACTIVE"), []byte("cus_2")); err != nil && ix.Unique {
+				return nil // a unique key held by another record is refused
+			} else if err != nil {
+				return err
+			}
+			return ix.Scan(tx, KeyStrings("ACTIVE"), nil, 0, func(_, pk []byte) bool {
+				found = append(found, string(pk))
+				return true
+			})
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if !ix.Unique && fmt.Sprint(found) != "[cus_1 cus_2]" {
+			t.Errorf("%s: entries %v after adding cus_2, want [cus_1 cus_2]", ix.Bucket, found)
+		}
+	}
+}

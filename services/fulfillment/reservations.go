@@ -243,9 +243,17 @@ func (k *core) createReservation(ctx context.Context, p auth.Principal, req *ful
 		return nil, err
 	}
 
-	var resp *fulfillmentv1.CreateReservationResponse
+	// The answer to a new reservation is built after the commit from what
+	// the transaction decided: the store's writer runs one request's
+	// function after another, and rendering protos there would hold up
+	// the others.
+	var (
+		resp   *fulfillmentv1.CreateReservationResponse // a reservation placed before
+		lines  []lineResult
+		placed *reservation // nil when a line could not be covered
+	)
 	err = k.repo.update(ctx, func(tx txn) error {
-		resp = nil
+		resp, lines, placed = nil, nil, nil
 		now := k.now()
 		existing, err := tx.reservationByRef(req.GetReferenceId())
 		if err != nil {
@@ -279,8 +287,7 @@ func (k *core) createReservation(ctx context.Context, p auth.Principal, req *ful
 		if err != nil {
 			return err
 		}
-		lines := allocateBasket(a, b, req.GetAllowSplit())
-		resp = &fulfillmentv1.CreateReservationResponse{Lines: linesProto(lines)}
+		lines = allocateBasket(a, b, req.GetAllowSplit())
 		for _, l := range lines {
 			if !l.covered {
 				// All or nothing: the caller puts the order on hold.
@@ -311,11 +318,18 @@ func (k *core) createReservation(ctx context.Context, p auth.Principal, req *ful
 		if err := tx.putReservation(existing, r); err != nil {
 			return err
 		}
-		resp.Reservation = reservationProto(r)
+		placed = r
 		return nil
 	})
 	if err != nil {
 		return nil, err
+	}
+	if resp != nil {
+		return resp, nil
+	}
+	resp = &fulfillmentv1.CreateReservationResponse{Lines: linesProto(lines)}
+	if placed != nil {
+		resp.Reservation = reservationProto(placed)
 	}
 	return resp, nil
 }

@@ -20,6 +20,7 @@ var Schema = storage.Schema{
 		webhooks.Buckets,
 		feed.Buckets,
 	),
+	Appended: feed.Appended,
 }
 
 func concat(lists ...[][]byte) [][]byte {

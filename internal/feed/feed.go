@@ -46,6 +46,10 @@ var (
 // store's schema must declare them.
 var Buckets = [][]byte{bucketEvents, bucketEventIDs, bucketMeta}
 
+// Appended are the feed's buckets whose keys only grow (positions and
+// time-ordered event ids), for the schema's Appended.
+var Appended = [][]byte{bucketEvents, bucketEventIDs}
+
 // Keys in bucketMeta.
 var (
 	metaCursorKey = []byte("cursor_key") // HMAC key of cursors, made once

@@ -86,6 +86,7 @@ func (g *groupCommitter) commit(calls []*groupCall) {
 		failed := -1
 		start := time.Now()
 		err := g.db.bolt.Update(func(tx *bbolt.Tx) error {
+			g.db.beginWrite(tx)
 			for i, c := range calls {
 				if err := callSafely(c.fn, tx); err != nil {
 					failed = i

@@ -14,12 +14,23 @@ import (
 // directly at Version with every bucket, so migrations only ever run against
 // files that already hold data. Names beginning with '_' are reserved for the
 // platform buckets declared below.
+//
+// Appended names the buckets among them whose new keys sort after the keys
+// already there (time-ordered ids, creation times, sequences): a page of
+// theirs that fills is split full instead of half full (AppendedFill), which
+// halves their size and the pages a stream of inserts writes. A key that
+// lands in the middle still works; it only splits a full page sooner.
 type Schema struct {
 	Name       string
 	Version    uint64
 	Buckets    [][]byte
+	Appended   [][]byte
 	Migrations []Migration
 }
+
+// AppendedFill is how full the pages of an appended bucket are left when
+// they split (bbolt's FillPercent; its default is half).
+const AppendedFill = 0.9
 
 // Migration upgrades a file to schema version To from To-1. Open runs every
 // pending migration in ascending order inside one write transaction together
@@ -82,6 +93,9 @@ var (
 	outboxKeyPendingSize = []byte("pending")
 )
 
+// appendedPlatformBuckets are the platform buckets whose keys only grow.
+var appendedPlatformBuckets = [][]byte{bucketOutbox}
+
 // platformBuckets are created in every store besides the schema's own.
 func platformBuckets() [][]byte {
 	return [][]byte{
@@ -115,6 +129,11 @@ func (s Schema) validate() error {
 			return fmt.Errorf("storage: schema %q declares bucket %q twice", s.Name, b)
 		}
 		seen[string(b)] = true
+	}
+	for _, b := range s.Appended {
+		if !seen[string(b)] {
+			return fmt.Errorf("storage: schema %q: appended bucket %q is not one of its buckets", s.Name, b)
+		}
 	}
 	var prev uint64 = 1
 	for _, m := range s.Migrations {

@@ -216,11 +216,28 @@ func (db *DB) Update(fn func(*bbolt.Tx) error) error {
 // update is Update without the wait reported, for callers that report it.
 func (db *DB) update(fn func(*bbolt.Tx) error) error {
 	start := time.Now()
-	err := db.bolt.Update(fn)
+	err := db.bolt.Update(func(tx *bbolt.Tx) error {
+		db.beginWrite(tx)
+		return fn(tx)
+	})
 	if err == nil {
 		db.committed(1, start)
 	}
 	return err
+}
+
+// beginWrite prepares a write transaction before any function runs in it:
+// the appended buckets split their pages full (Schema.Appended). bbolt
+// keeps the setting on the transaction's bucket handles, which every later
+// tx.Bucket call of the transaction returns.
+func (db *DB) beginWrite(tx *bbolt.Tx) {
+	for _, names := range [][][]byte{appendedPlatformBuckets, db.schema.Appended} {
+		for _, name := range names {
+			if b := tx.Bucket(name); b != nil {
+				b.FillPercent = AppendedFill
+			}
+		}
+	}
 }
 
 // Batch runs fn in a read-write transaction shared with other concurrent

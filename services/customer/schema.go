@@ -60,6 +60,11 @@ var Schema = storage.Schema{
 		bucketReservations,
 		bucketReservationsByCustomer,
 	},
+	// Keyed by time-ordered ids (a reservation by its order's).
+	Appended: [][]byte{
+		bucketCustomers,
+		bucketReservations,
+	},
 }
 
 // The secondary indexes over the buckets above.

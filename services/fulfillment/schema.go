@@ -122,6 +122,14 @@ var Schema = storage.Schema{
 		bucketReturns,
 		bucketReturnsByOrder,
 	},
+	// Keyed by time-ordered ids.
+	Appended: [][]byte{
+		bucketLedger,
+		bucketReservations,
+		bucketShipments,
+		bucketInvoices,
+		bucketReturns,
+	},
 }
 
 // The secondary indexes over the buckets above.

@@ -102,6 +102,15 @@ var Schema = storage.Schema{
 		bucketQuotesByExpiry,
 		bucketCompensations,
 	},
+	// Keyed by time-ordered ids and creation times.
+	Appended: [][]byte{
+		bucketOrders,
+		bucketOrderState,
+		bucketOrdersByCreated,
+		bucketTimeline,
+		bucketQuotes,
+		bucketQuotesByCreated,
+	},
 }
 
 // The secondary indexes over the buckets above.

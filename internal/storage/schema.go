@@ -16,10 +16,12 @@ import (
 // platform buckets declared below.
 //
 // Appended names the buckets among them whose new keys sort after the keys
-// already there (time-ordered ids, creation times, sequences): a page of
-// theirs that fills is split full instead of half full (AppendedFill), which
-// halves their size and the pages a stream of inserts writes. A key that
-// lands in the middle still works; it only splits a full page sooner.
+// already there (time-ordered ids, creation times, sequences), or after
+// those of the same prefix when there are few prefixes (a status and the
+// creation time): a page of theirs that fills is split full instead of half
+// full (AppendedFill), which halves their size and the pages a stream of
+// inserts writes. A key that lands elsewhere still works; it only splits a
+// full page sooner.
 type Schema struct {
 	Name       string
 	Version    uint64
@@ -93,8 +95,10 @@ var (
 	outboxKeyPendingSize = []byte("pending")
 )
 
-// appendedPlatformBuckets are the platform buckets whose keys only grow.
-var appendedPlatformBuckets = [][]byte{bucketOutbox}
+// appendedPlatformBuckets are the platform buckets whose new keys come
+// after the others: sequences and times, or time-ordered ids under a few
+// prefixes (an aggregate kind, a consumer).
+var appendedPlatformBuckets = [][]byte{bucketOutbox, bucketAggregateSeq, bucketProcessed, bucketProcessedAt, BucketIdempotencyExpiry}
 
 // platformBuckets are created in every store besides the schema's own.
 func platformBuckets() [][]byte {

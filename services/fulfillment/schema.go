@@ -122,10 +122,13 @@ var Schema = storage.Schema{
 		bucketReturns,
 		bucketReturnsByOrder,
 	},
-	// Keyed by time-ordered ids.
+	// Keyed by time-ordered ids (a reservation's reference is its order's),
+	// the ledger's index by time-ordered ids within an item.
 	Appended: [][]byte{
 		bucketLedger,
+		bucketLedgerByItem,
 		bucketReservations,
+		bucketReservationsByRef,
 		bucketShipments,
 		bucketInvoices,
 		bucketReturns,

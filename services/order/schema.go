@@ -102,14 +102,17 @@ var Schema = storage.Schema{
 		bucketQuotesByExpiry,
 		bucketCompensations,
 	},
-	// Keyed by time-ordered ids and creation times.
+	// Keyed by time-ordered ids and creation times, the status indexes by
+	// creation time within a status.
 	Appended: [][]byte{
 		bucketOrders,
 		bucketOrderState,
 		bucketOrdersByCreated,
+		bucketOrdersByStatus,
 		bucketTimeline,
 		bucketQuotes,
 		bucketQuotesByCreated,
+		bucketQuotesByStatus,
 	},
 }
 

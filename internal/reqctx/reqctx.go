@@ -7,7 +7,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"regexp"
 )
 
 type key int
@@ -23,10 +22,22 @@ const (
 // MaxCorrelationIDLen bounds a caller-supplied correlation id.
 const MaxCorrelationIDLen = 128
 
-var validCorrelation = regexp.MustCompile(`^[A-Za-z0-9._:/-]{1,128}$`)
-
-// ValidCorrelationID reports whether a caller-supplied id may be used as is.
-func ValidCorrelationID(id string) bool { return validCorrelation.MatchString(id) }
+// ValidCorrelationID reports whether a caller-supplied id may be used as
+// is: 1 to MaxCorrelationIDLen of the characters A-Z a-z 0-9 . _ : / -.
+func ValidCorrelationID(id string) bool {
+	if len(id) == 0 || len(id) > MaxCorrelationIDLen {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		switch c := id[i]; {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case c == '.', c == '_', c == ':', c == '/', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
 
 // NewCorrelationID returns a random correlation id.
 func NewCorrelationID() string {

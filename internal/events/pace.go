@@ -19,7 +19,8 @@ import (
 // What it changes is how often a consumer that keeps up syncs: the feed,
 // which takes every event, would otherwise commit a few events at a time
 // hundreds of times a second, each commit an fsync on the disk the
-// services' own commits wait for.
+// services' own commits wait for. A publisher that waits for its events to
+// be handled waits for the pacing too.
 //
 // size must be the size the consumer subscribed with (BatchSize gives the
 // default). The wait ends early when the subscription stops. A failed batch

@@ -45,6 +45,14 @@ type Draft struct {
 	Subject string        // aggregate, from Subject
 	Region  string        // region of the data, for residency; may be empty
 	Data    proto.Message // the event message, for example *eventsv1.CustomerCreated
+	// Sequence, when not zero, is the event's subject sequence, kept by
+	// the caller in the aggregate's own record (which the transaction
+	// writes anyway) instead of the store's counter (NextAggregateSeq),
+	// whose page every event would otherwise rewrite. The caller keeps it
+	// gap-free: it starts from AggregateSeq for an aggregate whose earlier
+	// events took the counter, and every event of the subject then carries
+	// its own. Supersede works only on counted subjects.
+	Sequence uint64
 }
 
 // Append builds the envelope of d from the request context (correlation id,
@@ -70,9 +78,12 @@ func AppendPending(ctx context.Context, tx *bbolt.Tx, d Draft) (Pending, error) 
 	if err := d.check(); err != nil {
 		return Pending{}, err
 	}
-	seq, err := storage.NextAggregateSeq(tx, d.Subject)
-	if err != nil {
-		return Pending{}, fmt.Errorf("events: sequence for %s: %w", d.Subject, err)
+	seq := d.Sequence
+	if seq == 0 {
+		var err error
+		if seq, err = storage.NextAggregateSeq(tx, d.Subject); err != nil {
+			return Pending{}, fmt.Errorf("events: sequence for %s: %w", d.Subject, err)
+		}
 	}
 	env, b, err := envelope(ctx, d, seq)
 	if err != nil {

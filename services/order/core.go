@@ -54,6 +54,12 @@ type orderState struct {
 	Shipments []string `json:"shipments,omitempty"`
 	// Invoices are the invoices posted for the order, by id.
 	Invoices map[string]*invoiceFacts `json:"invoices,omitempty"`
+	// EventSeq is the sequence of the order's last event (the envelope's
+	// per-aggregate sequence), kept here because every transaction that
+	// emits an order event writes this state anyway. Zero for an order
+	// whose events so far took the store's counter (transition starts
+	// from it).
+	EventSeq uint64 `json:"event_seq,omitempty"`
 }
 
 // baseQty is a quantity in a product's base unit.
@@ -186,6 +192,10 @@ type txn interface {
 
 	// emit appends an event to the outbox and returns its id.
 	emit(subject, region string, msg proto.Message) (string, error)
+	// emitAt is emit with the event's subject sequence given (seq > 0).
+	emitAt(subject, region string, seq uint64, msg proto.Message) (string, error)
+	// eventSeq is the store's counter of subject (storage.AggregateSeq).
+	eventSeq(subject string) uint64
 	// processed records that the consumer applied an event; true means it
 	// already had.
 	processed(consumer, eventID string, at time.Time) (bool, error)
@@ -288,13 +298,23 @@ func (k *core) transition(ctx context.Context, tx txn, rec *orderRecord, ch chan
 	case orderv1.OrderStatus_ORDER_STATUS_CANCELLED:
 		specific = append(specific, &eventsv1.OrderCancelled{Order: snapshot, Reason: ch.reason})
 	}
+	// The order's events are numbered from its own state, which putOrder
+	// writes after this: no counter page to rewrite per event.
+	if rec.st.EventSeq == 0 {
+		rec.st.EventSeq = tx.eventSeq(subject)
+	}
+	emit := func(m proto.Message) error {
+		rec.st.EventSeq++
+		_, err := tx.emitAt(subject, region, rec.st.EventSeq, m)
+		return err
+	}
 	for _, m := range specific {
-		if _, err := tx.emit(subject, region, m); err != nil {
+		if err := emit(m); err != nil {
 			return err
 		}
 	}
 	if from != ch.to {
-		if _, err := tx.emit(subject, region, &eventsv1.OrderStatusChanged{
+		if err := emit(&eventsv1.OrderStatusChanged{
 			OrderId:     o.GetId(),
 			FromStatus:  from,
 			ToStatus:    ch.to,

@@ -437,7 +437,13 @@ func (t *storeTx) settle(c compensation) error {
 }
 
 func (t *storeTx) emit(subject, region string, msg proto.Message) (string, error) {
-	env, err := events.Append(t.ctx, t.tx, events.Draft{Service: "order", Subject: subject, Region: region, Data: msg})
+	return t.emitAt(subject, region, 0, msg)
+}
+
+func (t *storeTx) eventSeq(subject string) uint64 { return storage.AggregateSeq(t.tx, subject) }
+
+func (t *storeTx) emitAt(subject, region string, seq uint64, msg proto.Message) (string, error) {
+	env, err := events.Append(t.ctx, t.tx, events.Draft{Service: "order", Subject: subject, Region: region, Data: msg, Sequence: seq})
 	if err != nil {
 		return "", err
 	}

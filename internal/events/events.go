@@ -116,8 +116,8 @@ func Supersede(ctx context.Context, tx *bbolt.Tx, p Pending, d Draft) (Pending, 
 	if d.Subject != p.Env.GetSubject() {
 		return Pending{}, fmt.Errorf("events: an event about %s cannot supersede one about %s", d.Subject, p.Env.GetSubject())
 	}
-	if last := storage.AggregateSeq(tx, d.Subject); last != p.Env.GetSequence() {
-		return Pending{}, fmt.Errorf("events: event %d of %s is not the latest (%d is)", p.Env.GetSequence(), d.Subject, last)
+	if !p.Latest(tx) {
+		return Pending{}, fmt.Errorf("events: event %d of %s is not the latest (%d is)", p.Env.GetSequence(), d.Subject, storage.AggregateSeq(tx, d.Subject))
 	}
 	env, b, err := envelope(ctx, d, p.Env.GetSequence())
 	if err != nil {
@@ -127,6 +127,12 @@ func Supersede(ctx context.Context, tx *bbolt.Tx, p Pending, d Draft) (Pending, 
 		return Pending{}, fmt.Errorf("events: supersede %s: %w", p.Env.GetId(), err)
 	}
 	return Pending{Env: env, seq: p.seq}, nil
+}
+
+// Latest reports whether p is still the latest event of its subject in tx,
+// which Supersede needs: nothing about the subject was appended after it.
+func (p Pending) Latest(tx *bbolt.Tx) bool {
+	return p.Env != nil && storage.AggregateSeq(tx, p.Env.GetSubject()) == p.Env.GetSequence()
 }
 
 func (d Draft) check() error {

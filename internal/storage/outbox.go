@@ -171,13 +171,8 @@ func NextAggregateSeq(tx *bbolt.Tx, aggregateKey string) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	k := []byte(aggregateKey)
-	var n uint64
-	if v := b.Get(k); len(v) == 8 {
-		n = binary.BigEndian.Uint64(v)
-	}
-	n++
-	if err := b.Put(k, Uint64Key(n)); err != nil {
+	n := AggregateSeq(tx, aggregateKey) + 1
+	if err := b.Put([]byte(aggregateKey), Uint64Key(n)); err != nil {
 		return 0, fmt.Errorf("storage: aggregate sequence: %w", err)
 	}
 	return n, nil

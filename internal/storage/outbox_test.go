@@ -280,3 +280,41 @@ func TestMarkProcessed(t *testing.T) {
 		}
 	})
 }
+
+// ReplaceOutbox overwrites a waiting record in place, pending count
+// unchanged, and refuses a sequence that holds no record, writing nothing.
+func TestReplaceOutbox(t *testing.T) {
+	db := openTest(t, filepath.Join(t.TempDir(), "order.db"), customerSchemaV1)
+	var seqs []uint64
+	if err := db.Update(func(tx *bbolt.Tx) error {
+		for _, d := range []string{"a", "b"} {
+			seq, err := AppendOutbox(tx, []byte(d))
+			if err != nil {
+				return err
+			}
+			seqs = append(seqs, seq)
+		}
+		return ReplaceOutbox(tx, seqs[0], []byte("a2"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	err := db.Update(func(tx *bbolt.Tx) error { return ReplaceOutbox(tx, seqs[1]+1, []byte("nowhere")) })
+	if err == nil {
+		t.Fatal("replacing a sequence with no record succeeded")
+	}
+	if err := db.View(func(tx *bbolt.Tx) error {
+		recs, err := ReadOutbox(tx, 0)
+		if err != nil {
+			return err
+		}
+		if len(recs) != 2 {
+			t.Fatalf("outbox holds %d records after replacing, want 2", len(recs))
+		}
+		if got := fmt.Sprintf("%d %s %s", OutboxLen(tx), recs[0].Data, recs[1].Data); got != "2 a2 b" {
+			t.Errorf("pending count and records after replacing: %q, want 2, a2 then b", got)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -889,7 +889,7 @@ func (t *storeTx) emitInventoryChanged(region string, ev *eventsv1.InventoryChan
 		p   events.Pending
 		err error
 	)
-	if last, ok := w.inventory[subject]; ok && last.reason == ev.GetReason() && storage.AggregateSeq(t.tx, subject) == last.p.Env.GetSequence() {
+	if last, ok := w.inventory[subject]; ok && last.reason == ev.GetReason() && last.p.Latest(t.tx) {
 		p, err = events.Supersede(t.ctx, t.tx, last.p, d)
 	} else {
 		p, err = events.AppendPending(t.ctx, t.tx, d)

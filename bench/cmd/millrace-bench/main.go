@@ -56,6 +56,7 @@ type config struct {
 	OrderScale  bool
 	Events      bool
 	CPUProfile  string
+	MemProfile  string
 }
 
 func parse(args []string, stderr io.Writer) (config, error) {
@@ -73,6 +74,7 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	fs.BoolVar(&cfg.OrderScale, "order-scale", cfg.OrderScale, "run the one-shot order scale check (GetOrder p99 with 1,000,000 orders against 10,000) instead of the ceilings and scenarios")
 	fs.BoolVar(&cfg.Events, "events", cfg.Events, "run the event one-shots (webhook latency at 200/s, webhook fan-out with a hanging endpoint, CreateOrder on NATS against the in-process bus) instead of the ceilings and scenarios; -only picks among them, -concurrency sets the CreateOrder clients")
 	fs.StringVar(&cfg.CPUProfile, "cpuprofile", cfg.CPUProfile, "write a CPU profile of the scenarios (not the ceilings) to this file, for go tool pprof")
+	fs.StringVar(&cfg.MemProfile, "memprofile", cfg.MemProfile, "write an allocation profile of the scenarios to this file, for go tool pprof -sample_index=alloc_space")
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
 	}
@@ -199,6 +201,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		defer stopProfile()
 	}
+	var writeMemProfile func() error
+	if cfg.MemProfile != "" && len(ss) > 0 {
+		w, err := startMemProfile(cfg.MemProfile)
+		if err != nil {
+			return err
+		}
+		writeMemProfile = w
+	}
 	for _, s := range ss {
 		fmt.Fprintf(stderr, "running scenario %s (%s)…\n", s.Name, cfg.Duration)
 		res, err := runScenario(ctx, s, harness.Config{Name: s.Name, Concurrency: cmp.Or(s.Concurrency, cfg.Concurrency), Duration: cfg.Duration, Warmup: cfg.Warmup})
@@ -209,6 +219,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		report.AddScenario(res, s.Ceiling, s.TargetPct)
+	}
+	if writeMemProfile != nil {
+		if err := writeMemProfile(); err != nil {
+			return err
+		}
 	}
 
 	if err := report.WriteTable(stdout); err != nil {
@@ -270,6 +285,30 @@ func writeJSON(path string, r *harness.Report) error {
 		return err
 	}
 	return f.Close()
+}
+
+// memProfileRate samples about one allocation per 64 KiB allocated:
+// enough detail to rank the allocation sites of one scenario.
+const memProfileRate = 64 << 10
+
+// startMemProfile creates path (so that a bad path fails before the
+// scenarios run), raises the sampling rate, and returns what writes the
+// allocations sampled so far into it. The profile counts from the start of
+// the process; the ceilings allocate little next to the scenarios.
+func startMemProfile(path string) (func() error, error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("-memprofile: %w", err)
+	}
+	runtime.MemProfileRate = memProfileRate
+	return func() error {
+		err := pprof.Lookup("allocs").WriteTo(f, 0)
+		err = errors.Join(err, f.Close())
+		if err != nil {
+			return fmt.Errorf("-memprofile: %w", err)
+		}
+		return nil
+	}, nil
 }
 
 // startCPUProfile starts profiling the process's CPU into path and returns

@@ -160,3 +160,27 @@ func TestRunCPUProfile(t *testing.T) {
 		t.Errorf("an unwritable -cpuprofile path gave %v, want an error naming the flag", err)
 	}
 }
+
+// TestRunMemProfile checks that -memprofile writes an allocation profile
+// after the scenarios, and that a path it cannot write fails the run before
+// any scenario runs.
+func TestRunMemProfile(t *testing.T) {
+	prof := filepath.Join(t.TempDir(), "mem.prof")
+	args := []string{"-duration", "50ms", "-warmup", "10ms", "-concurrency", "2", "-only", "self-check-noop", "-memprofile", prof}
+	var stdout, stderr bytes.Buffer
+	if err := run(context.Background(), args, &stdout, &stderr); err != nil {
+		t.Fatalf("run: %v\nstderr:\n%s", err, stderr.String())
+	}
+	info, err := os.Stat(prof)
+	if err != nil || info.Size() == 0 {
+		t.Fatalf("profile %s: %v (size %v), want a written profile", prof, err, info)
+	}
+	stderr.Reset()
+	bad := append(args[:len(args)-1:len(args)-1], filepath.Join(t.TempDir(), "missing", "mem.prof"))
+	if err := run(context.Background(), bad, &stdout, &stderr); err == nil || !strings.Contains(err.Error(), "-memprofile") {
+		t.Errorf("an unwritable -memprofile path gave %v, want an error naming the flag", err)
+	}
+	if strings.Contains(stderr.String(), "running scenario") {
+		t.Errorf("a scenario ran before the bad -memprofile path was refused:\n%s", stderr.String())
+	}
+}

@@ -279,7 +279,9 @@ func TestGracefulShutdown(t *testing.T) {
 func TestHotBackup(t *testing.T) {
 	dir := t.TempDir()
 	grpcA, httpA := freeAddr(t), freeAddr(t)
-	start(t, []string{"MILLRACE_ADMIN_KEY=" + adminKey}, "serve", "--data-dir", dir, "--grpc-addr", grpcA, "--http-addr", httpA, "--log-level", "warn")
+	// No rate limit: the busy writer below shares the backup's key, and on
+	// a fast machine it spends the key's whole burst before the backup asks.
+	start(t, []string{"MILLRACE_ADMIN_KEY=" + adminKey}, "serve", "--data-dir", dir, "--grpc-addr", grpcA, "--http-addr", httpA, "--log-level", "warn", "--rate-limit", "0")
 	base := "http://" + httpA
 	waitHTTP(t, base+"/readyz")
 	stop := make(chan struct{})

@@ -144,6 +144,9 @@ func TestConfigurationMistakesExitWithCode2(t *testing.T) {
 		{"bad env value", []string{"serve", "--data-dir", t.TempDir()}, map[string]string{"MILLRACE_RATE_LIMIT": "lots"}, "MILLRACE_RATE_LIMIT"},
 		{"mesh without token", []string{"serve", "--service", "customer", "--data-dir", t.TempDir()}, nil, "mesh token"},
 		{"unknown command", []string{"frobnicate"}, nil, "unknown command"},
+		{"unknown failpoint", []string{"serve", "--data-dir", t.TempDir()}, map[string]string{"MILLRACE_FAILPOINT": "order.ship"}, "MILLRACE_FAILPOINT"},
+		{"failpoint of a service not run", []string{"serve", "--service", "customer", "--data-dir", t.TempDir(), "--edge-addr", "127.0.0.1:1"},
+			map[string]string{"MILLRACE_FAILPOINT": "order.reserve", "MILLRACE_MESH_TOKEN": "mesh-token-0123456789"}, "order service"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -46,6 +46,7 @@ type serveConfig struct {
 	TLSKey        string
 	TLSCA         string
 	Peers         map[string]string // service → gRPC address, in mesh mode
+	Failpoint     string            // MILLRACE_FAILPOINT, for recovery drills (failpoint.go)
 }
 
 type flagSpec struct {
@@ -137,6 +138,7 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (*s
 			return nil
 		}, get: func() string { return c.FeedRetention.String() }})
 	c.RateLimit, c.RateBurst, c.IdemTTL, c.FeedRetention = 200, 400, 7*24*time.Hour, 30*24*time.Hour
+	c.Failpoint = getenv(failpointEnv)
 
 	// Environment first, flags override.
 	for _, s := range specs {
@@ -195,6 +197,9 @@ func (c *serveConfig) validate() error {
 				return usagef("--service edge needs --%s-addr", s)
 			}
 		}
+	}
+	if err := checkFailpoint(c.Failpoint, c.Service); err != nil {
+		return err
 	}
 	return checkDataDir(c.DataDir)
 }

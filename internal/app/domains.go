@@ -52,6 +52,7 @@ func allDomains() []domain {
 				Inventory: order.NewInventoryClient(w.peer("fulfillment")),
 				Credit:    order.NewCreditClient(w.peer("customer")),
 				Bus:       w.bus,
+				Failpoint: w.failpoint,
 			})
 			orderv1.RegisterOrderServiceServer(s, srv)
 			w.subscribe(srv.Subscribe)

@@ -56,6 +56,9 @@ type wiring struct {
 	// subscribe registers a service's consumer registration, run before
 	// the outbox relays start so that no event passes a consumer by.
 	subscribe func(func() error)
+	// failpoint is the order saga's crash failpoint (MILLRACE_FAILPOINT);
+	// nil unless armed.
+	failpoint func(step string) error
 }
 
 // node is one running Millrace process: its stores, servers and background
@@ -196,7 +199,8 @@ func newNode(cfg *serveConfig, log *slog.Logger, stdout io.Writer) (_ *node, err
 	n.channel = platform.NewChannel(chain.Unary()[0], mem)
 	reg := platform.Registrars{n.grpc, n.channel}
 
-	w := &wiring{log: log, peer: n.peerConn(n.clientCreds), bus: n.bus, subscribe: func(f func() error) { n.subscribers = append(n.subscribers, f) }}
+	w := &wiring{log: log, peer: n.peerConn(n.clientCreds), bus: n.bus, subscribe: func(f func() error) { n.subscribers = append(n.subscribers, f) },
+		failpoint: orderFailpoint(cfg.Failpoint, log)}
 	for _, d := range domains {
 		dw := *w
 		dw.notify = n.relays[d.name].Notify
@@ -317,6 +321,9 @@ func (n *node) run(ctx context.Context) error {
 	})
 	n.addrs = [2]string{grpcLis.Addr().String(), httpLis.Addr().String()}
 	log.Info("millrace started", "service", cfg.Service, "grpc_addr", n.addrs[0], "http_addr", n.addrs[1], "data_dir", cfg.DataDir)
+	if cfg.Failpoint != "" {
+		log.Warn("failpoint armed: this process kills itself when an order saga reaches it; start it again without "+failpointEnv+" to recover", "failpoint", cfg.Failpoint)
+	}
 
 	if cfg.Demo && cfg.Service == "all" {
 		if err := n.loadDemo(ctx, adminKey, n.addrs[1], n.addrs[0]); err != nil {

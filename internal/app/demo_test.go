@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"regexp"
 	"slices"
+	"strconv"
 	"testing"
 )
 
@@ -67,6 +68,20 @@ func TestDemoLoad(t *testing.T) {
 		if code := string(m[1]); code != "OK" {
 			t.Errorf("the demo load had %s answers from %s", code, m[2])
 		}
+	}
+
+	// The order KPIs count the demo's held order, as the API lists it.
+	heldDeclined := 0
+	for _, s := range states {
+		if s == "ORDER_STATUS_ON_HOLD HOLD_REASON_CREDIT_DECLINED" {
+			heldDeclined++
+		}
+	}
+	if m := regexp.MustCompile(`(?m)^millrace_orders_held\{hold_reason="credit_declined"\} (\d+)$`).FindSubmatch(metrics); m == nil || string(m[1]) != strconv.Itoa(heldDeclined) {
+		t.Errorf("/metrics millrace_orders_held for credit_declined: %q, want %d", m, heldDeclined)
+	}
+	if !regexp.MustCompile(`(?m)^millrace_order_status_changes_total\{from="pending",hold_reason="none",to="accepted"\} [1-9]`).Match(metrics) {
+		t.Error("/metrics counts no order accepted")
 	}
 
 	// The load's writes show in every domain store's write metrics.

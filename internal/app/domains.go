@@ -53,6 +53,7 @@ func allDomains() []domain {
 				Credit:    order.NewCreditClient(w.peer("customer")),
 				Bus:       w.bus,
 				Failpoint: w.failpoint,
+				Metrics:   w.metrics,
 			})
 			orderv1.RegisterOrderServiceServer(s, srv)
 			w.subscribe(srv.Subscribe)

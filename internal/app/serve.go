@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.etcd.io/bbolt"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
@@ -59,6 +60,8 @@ type wiring struct {
 	// failpoint is the order saga's crash failpoint (MILLRACE_FAILPOINT);
 	// nil unless armed.
 	failpoint func(step string) error
+	// metrics receives a service's own KPIs, beside the platform's.
+	metrics prometheus.Registerer
 }
 
 // node is one running Millrace process: its stores, servers and background
@@ -200,7 +203,7 @@ func newNode(cfg *serveConfig, log *slog.Logger, stdout io.Writer) (_ *node, err
 	reg := platform.Registrars{n.grpc, n.channel}
 
 	w := &wiring{log: log, peer: n.peerConn(n.clientCreds), bus: n.bus, subscribe: func(f func() error) { n.subscribers = append(n.subscribers, f) },
-		failpoint: orderFailpoint(cfg.Failpoint, log)}
+		failpoint: orderFailpoint(cfg.Failpoint, log), metrics: n.metrics.Registry}
 	for _, d := range domains {
 		dw := *w
 		dw.notify = n.relays[d.name].Notify

@@ -39,6 +39,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	fulfillmentv1 "github.com/millrace/millrace/gen/go/millrace/fulfillment/v1"
 	orderv1 "github.com/millrace/millrace/gen/go/millrace/order/v1"
 	productpricingv1 "github.com/millrace/millrace/gen/go/millrace/productpricing/v1"
@@ -77,6 +79,9 @@ type Options struct {
 	// Log receives what the background work has to report. Nil means
 	// slog.Default().
 	Log *slog.Logger
+	// Metrics, when set, receives the order KPIs (metrics.go): status
+	// changes, and the held and pending orders with their age.
+	Metrics prometheus.Registerer
 }
 
 // Saga steps, in order. An order's persisted step is the next one to run.

@@ -59,11 +59,17 @@ func NewServer(db *storage.DB, opts Options) *Server {
 	if opts.Credit == nil {
 		opts.Credit = unconfiguredCredit{unconfiguredPort{peer: "customer"}}
 	}
+	m, err := newMetrics(opts.Metrics, db, func() time.Time { return now().UTC() })
+	if err != nil {
+		// A second order service on one registry: its KPIs would be
+		// counted twice, so this one counts none.
+		log.Error("order metrics not registered", "err", err)
+	}
 	return &Server{
 		opts:  opts,
 		every: every,
 		core: &core{
-			repo:      &store{db: db, notify: opts.Notify},
+			repo:      &store{db: db, notify: opts.Notify, metrics: m},
 			now:       func() time.Time { return now().UTC() },
 			pricing:   opts.Pricing,
 			inventory: opts.Inventory,

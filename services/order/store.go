@@ -22,8 +22,9 @@ import (
 // timeline entries, its queued compensations and its events are written
 // together or not at all.
 type store struct {
-	db     *storage.DB
-	notify func()
+	db      *storage.DB
+	notify  func()
+	metrics *metrics // counts the status changes of each commit; may be nil
 }
 
 // storeTx is one transaction; it implements txn.
@@ -31,6 +32,7 @@ type storeTx struct {
 	ctx     context.Context
 	tx      *bbolt.Tx
 	emitted int
+	changes []statusChange // the timeline entries written, for the metrics
 }
 
 func (s *store) view(ctx context.Context, fn func(txn) error) error {
@@ -41,21 +43,40 @@ func (s *store) view(ctx context.Context, fn func(txn) error) error {
 // with one external reference, say) share one fsync, and each still sees
 // the others' writes, which is what makes the unique index decide.
 func (s *store) update(ctx context.Context, fn func(txn) error) error {
-	return s.db.BatchEmit(s.notify, s.run(ctx, fn))
+	write, t := s.run(ctx, fn)
+	err := s.db.BatchEmit(s.notify, write)
+	s.committed(err, *t)
+	return err
 }
 
 // updateSolo is update in a transaction of its own, for a lone writer (an
 // event consumer handles one event at a time) that would only wait for
 // company in a group commit.
 func (s *store) updateSolo(ctx context.Context, fn func(txn) error) error {
-	return s.db.UpdateEmit(s.notify, s.run(ctx, fn))
+	write, t := s.run(ctx, fn)
+	err := s.db.UpdateEmit(s.notify, write)
+	s.committed(err, *t)
+	return err
 }
 
-func (s *store) run(ctx context.Context, fn func(txn) error) storage.WriteFunc {
+// run adapts fn to a storage write. The second result points to the
+// transaction of the write's last run, the one that committed when the
+// write returns no error (a group commit runs a function again when the
+// group is retried without another's failed one).
+func (s *store) run(ctx context.Context, fn func(txn) error) (storage.WriteFunc, **storeTx) {
+	last := new(*storeTx)
 	return func(tx *bbolt.Tx) (bool, error) {
 		t := &storeTx{ctx: ctx, tx: tx}
+		*last = t
 		err := fn(t)
 		return t.emitted > 0, err
+	}, last
+}
+
+// committed reports the status changes of a write that committed.
+func (s *store) committed(err error, t *storeTx) {
+	if err == nil && t != nil && len(t.changes) > 0 {
+		s.metrics.committed(t.changes)
 	}
 }
 
@@ -280,7 +301,11 @@ func (t *storeTx) appendTimeline(orderID string, e *orderv1.TimelineEntry) error
 	if err != nil {
 		return fmt.Errorf("encode timeline entry of order %s: %w", orderID, err)
 	}
-	return b.Put(storage.Key([]byte(orderID), storage.Uint64Key(seq)), v)
+	if err := b.Put(storage.Key([]byte(orderID), storage.Uint64Key(seq)), v); err != nil {
+		return err
+	}
+	t.changes = append(t.changes, statusChange{from: e.GetFromStatus(), to: e.GetToStatus(), hold: e.GetHoldReason()})
+	return nil
 }
 
 func (t *storeTx) timeline(orderID string) ([]*orderv1.TimelineEntry, error) {

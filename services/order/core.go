@@ -219,6 +219,7 @@ type core struct {
 	inventory Inventory
 	credit    Credit
 	failpoint func(string) error
+	metrics   *metrics // nil: no KPIs
 	log       *slog.Logger
 	locks     keyedMutex
 }

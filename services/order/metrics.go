@@ -24,6 +24,8 @@ import (
 //     of held orders, and how long the one waiting longest has been in it.
 //   - millrace_orders_pending and millrace_orders_pending_oldest_seconds:
 //     orders whose saga waits, for fulfillment or pricing to answer.
+//   - millrace_quote_to_order_seconds: the quote-to-order cycle time, from a
+//     quote's creation to its conversion into an order.
 //
 // The gauges are read from the store when scraped: a scan of the ON_HOLD
 // and PENDING entries of the status index, so a scrape costs in proportion
@@ -38,7 +40,8 @@ type statusChange struct {
 // metrics counts the order service's status changes and reads its backlog
 // gauges from the store. A nil *metrics counts nothing.
 type metrics struct {
-	changes *prometheus.CounterVec
+	changes    *prometheus.CounterVec
+	quoteCycle prometheus.Histogram
 }
 
 // newMetrics registers the order KPIs with reg, reading the backlog from
@@ -51,14 +54,33 @@ func newMetrics(reg prometheus.Registerer, db *storage.DB, now func() time.Time)
 		Name: "millrace_order_status_changes_total",
 		Help: "Committed order status changes, by status before (none for a new order) and after, and hold reason (none unless on hold).",
 	}, []string{"from", "to", "hold_reason"})}
-	if err := reg.Register(m.changes); err != nil {
-		return nil, err
-	}
-	if err := reg.Register(&backlogCollector{db: db, now: now}); err != nil {
-		reg.Unregister(m.changes)
-		return nil, err
+	m.quoteCycle = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "millrace_quote_to_order_seconds",
+		Help: "Quote-to-order cycle time: from a quote's creation to its conversion into an order.",
+		// A minute to two months: quotes are converted within the call
+		// that creates them by some CRMs, after weeks of negotiation by
+		// others.
+		Buckets: []float64{60, 600, 3600, 4 * 3600, 86400, 3 * 86400, 7 * 86400, 14 * 86400, 30 * 86400, 60 * 86400},
+	})
+	var done []prometheus.Collector
+	for _, c := range []prometheus.Collector{m.changes, m.quoteCycle, &backlogCollector{db: db, now: now}} {
+		if err := reg.Register(c); err != nil {
+			for _, d := range done {
+				reg.Unregister(d)
+			}
+			return nil, err
+		}
+		done = append(done, c)
 	}
 	return m, nil
+}
+
+// quoteConverted records the cycle time of a quote that became an order.
+func (m *metrics) quoteConverted(cycle time.Duration) {
+	if m == nil {
+		return
+	}
+	m.quoteCycle.Observe(max(cycle, 0).Seconds())
 }
 
 // committed counts the status changes of a committed transaction.

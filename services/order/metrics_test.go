@@ -165,3 +165,33 @@ func TestBacklogReadErrorCounts(t *testing.T) {
 		}
 	}
 }
+
+// TestQuoteToOrderMetric checks millrace_quote_to_order_seconds: one
+// observation per quote converted, of the time from the quote's creation,
+// and none for a repeated conversion that returns the same order.
+func TestQuoteToOrderMetric(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	h := newHarness(t, withMetrics(reg))
+	q := h.approvedQuote(newQuote("cus_ACME", 30*24*time.Hour, line("VALVE-100", "2", "EA")))
+	h.clock.Advance(3 * 24 * time.Hour)
+	for range 2 {
+		if _, err := h.client.ConvertQuote(erp, &orderv1.ConvertQuoteRequest{Id: q.GetId(), ExternalRef: ref("Q2O-1")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "millrace_quote_to_order_seconds" {
+			continue
+		}
+		hist := mf.GetMetric()[0].GetHistogram()
+		if hist.GetSampleCount() != 1 || hist.GetSampleSum() != 3*24*3600 {
+			t.Errorf("quote-to-order: %d observations summing to %v s, want 1 of %d s", hist.GetSampleCount(), hist.GetSampleSum(), 3*24*3600)
+		}
+		return
+	}
+	t.Fatal("millrace_quote_to_order_seconds not gathered")
+}

@@ -368,6 +368,7 @@ func (k *core) convertQuote(ctx context.Context, p auth.Principal, id string, re
 		created bool
 		refused error
 		comps   []compensation
+		cycle   time.Duration // from the quote's creation to its order's
 	)
 	err := k.repo.update(ctx, func(tx txn) error {
 		orderID, created, refused, comps = "", false, nil, nil
@@ -437,6 +438,7 @@ func (k *core) convertQuote(ctx context.Context, p auth.Principal, id string, re
 		old := &quoteRecord{q: proto.Clone(q).(*orderv1.Quote)}
 		q.Status, q.OrderId, q.UpdateTime = quoteConverted, o.o.GetId(), timestamppb.New(now)
 		orderID, created = o.o.GetId(), true
+		cycle = now.Sub(q.GetCreateTime().AsTime())
 		return tx.putQuote(old, rec)
 	})
 	if err != nil {
@@ -448,6 +450,7 @@ func (k *core) convertQuote(ctx context.Context, p auth.Principal, id string, re
 	}
 	if created {
 		k.log.InfoContext(ctx, "quote converted", "quote_id", id, "order_id", orderID)
+		k.metrics.quoteConverted(cycle)
 	}
 	// The first conversion runs the saga; a repeated one drives a saga
 	// still in progress, so both answer with the order as far as it got.

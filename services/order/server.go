@@ -75,6 +75,7 @@ func NewServer(db *storage.DB, opts Options) *Server {
 			inventory: opts.Inventory,
 			credit:    opts.Credit,
 			failpoint: opts.Failpoint,
+			metrics:   m,
 			log:       log,
 		},
 	}

@@ -77,7 +77,7 @@ func checkProtovalidate(prefix string, msg proto.Message) error {
 	violations := make([]apierr.FieldViolation, 0, len(ve.Violations))
 	for _, viol := range ve.Violations {
 		field := fieldOf(prefix, protovalidate.FieldPathString(viol.Proto.GetField()), msg)
-		violations = append(violations, apierr.FieldViolation{Field: field, Description: viol.Proto.GetMessage()})
+		violations = append(violations, apierr.FieldViolation{Field: field, Description: describe(viol.Proto.GetMessage())})
 	}
 	return apierr.InvalidFields(violations...)
 }
@@ -92,7 +92,7 @@ func checkGenerated(prefix string, msg proto.Message, gen pbvalidate.Validator) 
 	}
 	violations := make([]apierr.FieldViolation, 0, len(vs.List))
 	for _, viol := range vs.List {
-		violations = append(violations, apierr.FieldViolation{Field: fieldOf(prefix, viol.Field, msg), Description: viol.Message})
+		violations = append(violations, apierr.FieldViolation{Field: fieldOf(prefix, viol.Field, msg), Description: describe(viol.Message)})
 	}
 	return apierr.InvalidFields(violations...)
 }

@@ -406,6 +406,24 @@ func TestRESTCustomers(t *testing.T) {
 		}
 	})
 
+	t.Run("bad query and path parameters name the parameter", func(t *testing.T) {
+		tests := []struct {
+			name, path, wantField string
+		}{
+			{"unknown parameter", "/v1/customers?updatedAfter=2026-11-01T00:00:00Z", "updatedAfter"},
+			{"misspelt parameter", "/v1/orders?createdAftr=2026-11-01T00:00:00Z", "createdAftr"},
+			{"number", "/v1/customers?pageSize=many", "page_size"},
+			{"enum", "/v1/orders?status=ORDER_STATUS_BOGUS", "status"},
+			{"order time range", "/v1/orders?createdAfter=yesterday", "created_after"},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				e := c.do(t, "GET", tt.path, keys.erp, "").fails(t, 400, "INVALID_ARGUMENT")
+				e.wantField(t, tt.wantField)
+			})
+		}
+	})
+
 	t.Run("get", func(t *testing.T) {
 		tests := []struct {
 			name       string

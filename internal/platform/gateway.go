@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/textproto"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
@@ -65,6 +66,7 @@ func NewGateway(ctx context.Context, cfg GatewayConfig) (http.Handler, error) {
 		runtime.WithErrorHandler(errorHandler(cfg.Log)),
 		runtime.WithRoutingErrorHandler(routingErrorHandler(cfg.Log)),
 		runtime.WithDisablePathLengthFallback(),
+		runtime.SetQueryParameterParser(&strictQuery{}),
 	)
 	type reg struct {
 		domain string
@@ -246,9 +248,10 @@ func errorHandler(log *slog.Logger) runtime.ErrorHandlerFunc {
 func gatewayStatus(err error) *status.Status {
 	if st, ok := status.FromError(err); ok {
 		if st.Code() == codes.InvalidArgument && apierr.Reason(err) == "" {
-			// Raised by the gateway itself while decoding: the message names
-			// the field or says what was wrong with the body.
-			return status.Convert(apierr.Invalid("body", st.Message()))
+			// Raised by the gateway itself while decoding: a query or path
+			// parameter it could not read, named as the field, or a body.
+			field, desc := gatewayField(st.Message())
+			return status.Convert(apierr.Invalid(field, desc))
 		}
 		if st.Code() == codes.Unavailable && apierr.Reason(err) == "" {
 			return status.Convert(apierr.Unavailable("the service", err))
@@ -260,6 +263,27 @@ func gatewayStatus(err error) *status.Status {
 		return status.Convert(apierr.Invalid("body", fmt.Sprintf("the request body exceeds %d bytes", MaxBodyBytes)))
 	}
 	return status.Convert(apierr.Invalid("body", err.Error()))
+}
+
+// gatewayField splits a decoding error of the gateway into the field it
+// concerns and what was wrong: a query parameter ("parsing field
+// \"created_after\": parsing time ..."), a path parameter ("type mismatch,
+// parameter: id, error: ..." or "missing parameter id"), or else the body.
+func gatewayField(msg string) (field, description string) {
+	if rest, ok := strings.CutPrefix(msg, `parsing field "`); ok {
+		if name, desc, ok := strings.Cut(rest, `": `); ok && name != "" {
+			return name, desc
+		}
+	}
+	if rest, ok := strings.CutPrefix(msg, "type mismatch, parameter: "); ok {
+		if name, desc, ok := strings.Cut(rest, ", error: "); ok && name != "" {
+			return name, desc
+		}
+	}
+	if name, ok := strings.CutPrefix(msg, "missing parameter "); ok && name != "" && !strings.Contains(name, " ") {
+		return name, "is required in the path"
+	}
+	return "body", msg
 }
 
 func retryDelay(st *status.Status) int {

@@ -104,7 +104,7 @@ func TestPatternViolationsSayWhatIsAccepted(t *testing.T) {
 		}
 	}
 	want := map[string]string{
-		"order.currency_code":            `must be an ISO 4217 currency code of three capital letters, like "EUR" (pattern ` + "`^[A-Z]{3}$`)",
+		"order.currency_code":           `must be an ISO 4217 currency code of three capital letters, like "EUR" (pattern ` + "`^[A-Z]{3}$`)",
 		"order.lines[0].quantity.value": `must be a decimal number, not negative, with at most 12 digits before the point and 6 after and no leading zeros, like "12.5" (pattern ` + "`^(0|[1-9][0-9]{0,11})(\\.[0-9]{1,6})?$`)",
 	}
 	for f, w := range want {

@@ -29,7 +29,7 @@ func TestSagaSurvivesAKillAtEachFailpoint(t *testing.T) {
 		failpoint string
 		fromQuote bool
 	}{
-		{"order.reserve", false}, {"order.reserve.done", false}, {"order.credit.done", false}, {"order.accept", false},
+		{"order.reserve", false}, {"order.credit", false}, {"order.reserve.done", false}, {"order.credit.done", false}, {"order.accept", false},
 		{"order.price", true}, {"order.price.done", true},
 	} {
 		fp := tt.failpoint

@@ -299,6 +299,17 @@ func (t *units) convertExact(v *money.Decimal, from, to unit) (result, base *mon
 	return result, reduced(base), ok
 }
 
+// convert converts v from one unit to another, exactly, without the base
+// quantity convertExact also returns; false when the result does not
+// terminate. A quantity already in the wanted unit is only reduced.
+func (t *units) convert(v *money.Decimal, from, to unit) (*money.Decimal, bool) {
+	if from.code == to.code {
+		return reduced(v), true
+	}
+	result, _, ok := t.convertExact(v, from, to)
+	return result, ok
+}
+
 func reduced(d *money.Decimal) *money.Decimal {
 	var r money.Decimal
 	r.Reduce(d)

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
 
 	"github.com/millrace/millrace/internal/apierr"
 	"github.com/millrace/millrace/internal/auth"
@@ -43,8 +42,7 @@ func (a *Authenticator) Authorize(ctx context.Context, fullMethod string) (conte
 	if perm.Public {
 		return ctx, auth.Principal{}, nil
 	}
-	md, _ := metadata.FromIncomingContext(ctx)
-	secret, err := bearer(firstMD(md, MDAuthorization))
+	secret, err := bearer(incomingMD(ctx, MDAuthorization))
 	if err != nil {
 		return ctx, auth.Principal{}, err
 	}

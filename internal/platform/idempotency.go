@@ -56,8 +56,7 @@ func IsReadOnly(fullMethod string) bool {
 
 // Handle runs handler under the idempotency key of the call, if any.
 func (i *Idempotency) Handle(ctx context.Context, p auth.Principal, fullMethod string, req any, handler grpc.UnaryHandler) (any, error) {
-	md, _ := metadata.FromIncomingContext(ctx)
-	key := firstMD(md, MDIdempotencyKey)
+	key := incomingMD(ctx, MDIdempotencyKey)
 	if key == "" || IsReadOnly(fullMethod) {
 		return handler(ctx, req)
 	}
@@ -95,7 +94,7 @@ func (i *Idempotency) Handle(ctx context.Context, p auth.Principal, fullMethod s
 			map[string]string{"idempotency_key": key})
 	case idempotency.Replay:
 		_ = grpc.SetHeader(ctx, metadata.Pairs(MDIdempotentReplayed, "true"))
-		return replay(fullMethod, o.Record, callerBearer(md), scope, key)
+		return replay(fullMethod, o.Record, callerBearer(ctx), scope, key)
 	case idempotency.Started:
 		// This call owns the key. The handler learns the claim too, so that
 		// it can attach what it creates (see reqctx.Idempotency).
@@ -108,7 +107,7 @@ func (i *Idempotency) Handle(ctx context.Context, p auth.Principal, fullMethod s
 		}
 		return resp, herr
 	}
-	rec, err := record(resp, herr, callerBearer(md), scope, key)
+	rec, err := record(resp, herr, callerBearer(ctx), scope, key)
 	if err == nil {
 		err = store.Complete(scope, key, rec)
 	}
@@ -129,8 +128,8 @@ func retryable(c codes.Code) bool {
 }
 
 // callerBearer is the caller's bearer secret, or "" without one.
-func callerBearer(md metadata.MD) string {
-	secret, err := bearer(firstMD(md, MDAuthorization))
+func callerBearer(ctx context.Context) string {
+	secret, err := bearer(incomingMD(ctx, MDAuthorization))
 	if err != nil {
 		return ""
 	}

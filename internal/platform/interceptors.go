@@ -39,8 +39,12 @@ const (
 	MDRetryAfter         = "retry-after"
 )
 
-func firstMD(md metadata.MD, key string) string {
-	if v := md.Get(key); len(v) > 0 {
+// incomingMD returns the first value of a key of the request's metadata,
+// "" when there is none. Unlike metadata.FromIncomingContext it does not
+// copy all of the request's metadata to read one key, which every call
+// does several times.
+func incomingMD(ctx context.Context, key string) string {
+	if v := metadata.ValueFromIncomingContext(ctx, key); len(v) > 0 {
 		return v[0]
 	}
 	return ""
@@ -50,13 +54,12 @@ func firstMD(md metadata.MD, key string) string {
 // formed, generated otherwise), the traceparent and the actor into ctx, and
 // returns the correlation id to the caller as a response header.
 func correlate(ctx context.Context) context.Context {
-	md, _ := metadata.FromIncomingContext(ctx)
-	id := firstMD(md, MDCorrelationID)
+	id := incomingMD(ctx, MDCorrelationID)
 	if !reqctx.ValidCorrelationID(id) {
 		id = reqctx.NewCorrelationID()
 	}
 	ctx = reqctx.WithCorrelationID(ctx, id)
-	if tp := firstMD(md, MDTraceparent); validTraceparent(tp) {
+	if tp := incomingMD(ctx, MDTraceparent); validTraceparent(tp) {
 		ctx = reqctx.WithTraceparent(ctx, tp)
 	}
 	_ = grpc.SetHeader(ctx, metadata.Pairs(MDCorrelationID, id))

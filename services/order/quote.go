@@ -59,13 +59,58 @@ func quoteMoveAllowed(from, to orderv1.QuoteStatus) bool {
 	return false
 }
 
+// quoteCalls names the call that makes each move, for the hint of a
+// refused transition.
+var quoteCalls = map[orderv1.QuoteStatus]string{
+	quoteSubmitted: ":submit",
+	quoteApproved:  ":approve (an erp or ops key)",
+	quoteRejected:  ":reject",
+	quoteConverted: ":convert",
+}
+
 func quoteTransitionError(q *orderv1.Quote, to orderv1.QuoteStatus, now time.Time) error {
 	from := q.GetStatus()
 	msg := fmt.Sprintf("quote %s is %s and cannot become %s", q.GetId(), quoteStatusName(from), quoteStatusName(to))
 	if from == quoteExpired {
 		msg = fmt.Sprintf("quote %s expired at %s and cannot become %s", q.GetId(), q.GetValidUntil().AsTime().UTC().Format(time.RFC3339), quoteStatusName(to))
 	}
+	if hint := quoteHint(from, to); hint != "" {
+		msg += ": " + hint
+	}
 	return &transitionError{Kind: "quote", ID: q.GetId(), From: quoteStatusName(from), To: quoteStatusName(to), Message: msg}
+}
+
+// quoteHint tells the caller of a refused quote transition what to do: the
+// calls that lead from the quote's status to the one asked for, or that a
+// quote in a final status is done with.
+func quoteHint(from, to orderv1.QuoteStatus) string {
+	if len(quoteMoves[from]) == 0 {
+		return "that is final; create a new quote"
+	}
+	// The shortest way through quoteMoves, breadth first.
+	prev := map[orderv1.QuoteStatus]orderv1.QuoteStatus{from: from}
+	queue := []orderv1.QuoteStatus{from}
+	for len(queue) > 0 {
+		if _, found := prev[to]; found {
+			break
+		}
+		s := queue[0]
+		queue = queue[1:]
+		for _, n := range quoteMoves[s] {
+			if _, seen := prev[n]; !seen {
+				prev[n] = s
+				queue = append(queue, n)
+			}
+		}
+	}
+	if _, ok := prev[to]; !ok || to == from {
+		return ""
+	}
+	var steps []string
+	for s := prev[to]; s != from; s = prev[s] {
+		steps = append([]string{quoteCalls[s]}, steps...)
+	}
+	return "call " + strings.Join(steps, ", then ") + " first"
 }
 
 // createQuote prices the lines, checks availability, optionally holds the

@@ -47,6 +47,7 @@ func TestQuoteTransitions(t *testing.T) {
 		from, to string              // on INVALID_TRANSITION
 		released bool                // the soft hold is released afterwards
 		event    string              // an event the action emits
+		hint     string              // how the refusal's message ends
 	}{
 		{name: "submit a draft", action: submit, want: quoteSubmitted},
 		{name: "approve a submitted quote", before: []quoteAction{submit}, action: approve, want: quoteApproved, event: "QuoteApproved"},
@@ -54,10 +55,10 @@ func TestQuoteTransitions(t *testing.T) {
 		{name: "convert an approved quote", before: []quoteAction{submit, approve}, action: convert, want: quoteConverted, released: true},
 		{name: "approve a draft", action: approve, from: "DRAFT", to: "APPROVED"},
 		{name: "reject a draft", action: reject, from: "DRAFT", to: "REJECTED"},
-		{name: "convert a draft", action: convert, from: "DRAFT", to: "CONVERTED"},
-		{name: "convert a submitted quote", before: []quoteAction{submit}, action: convert, from: "SUBMITTED", to: "CONVERTED"},
-		{name: "submit twice", before: []quoteAction{submit}, action: submit, from: "SUBMITTED", to: "SUBMITTED"},
-		{name: "approve a rejected quote", before: []quoteAction{submit, reject}, action: approve, from: "REJECTED", to: "APPROVED", released: true},
+		{name: "convert a draft", action: convert, from: "DRAFT", to: "CONVERTED", hint: "is DRAFT and cannot become CONVERTED: call :submit, then :approve (an erp or ops key) first"},
+		{name: "convert a submitted quote", before: []quoteAction{submit}, action: convert, from: "SUBMITTED", to: "CONVERTED", hint: "call :approve (an erp or ops key) first"},
+		{name: "submit twice", before: []quoteAction{submit}, action: submit, from: "SUBMITTED", to: "SUBMITTED", hint: "is SUBMITTED and cannot become SUBMITTED"},
+		{name: "approve a rejected quote", before: []quoteAction{submit, reject}, action: approve, from: "REJECTED", to: "APPROVED", released: true, hint: "is REJECTED and cannot become APPROVED: that is final; create a new quote"},
 		{name: "submit a converted quote", before: []quoteAction{submit, approve, convert}, action: submit, from: "CONVERTED", to: "SUBMITTED", released: true},
 		{name: "submit after valid_until", expire: true, action: submit, from: "EXPIRED", to: "SUBMITTED", released: true},
 		{name: "convert after valid_until", before: []quoteAction{submit, approve}, expire: true, action: convert, from: "EXPIRED", to: "CONVERTED", released: true},
@@ -85,6 +86,9 @@ func TestQuoteTransitions(t *testing.T) {
 				st := wantCode(t, err, codes.FailedPrecondition, ReasonInvalidTransition)
 				if m := errorMeta(st); m["from"] != tt.from || m["to"] != tt.to || m["id"] != id {
 					t.Errorf("error metadata %v, want from %s to %s", m, tt.from, tt.to)
+				}
+				if !strings.HasSuffix(st.Message(), tt.hint) {
+					t.Errorf("message %q, want it to end %q", st.Message(), tt.hint)
 				}
 			} else {
 				if err != nil {

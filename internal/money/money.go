@@ -206,10 +206,15 @@ func Sub(a, b *Decimal) *Decimal { return op(ctx.Sub, a, b) }
 func Mul(a, b *Decimal) *Decimal { return op(ctx.Mul, a, b) }
 
 // Quo returns a ÷ b to 40 significant digits; callers check exactness with
-// IsInteger or by multiplying back where it matters.
+// IsInteger or by multiplying back where it matters. A quotient that
+// terminates within 40 digits (most: prices over unit factors of 12, 24 or
+// 1000) is found by QuoExact, several times faster than the division.
 func Quo(a, b *Decimal) (*Decimal, error) {
 	if b.IsZero() {
 		return nil, errors.New("division by zero")
+	}
+	if r, ok := QuoExact(a, b); ok && r.NumDigits() <= 40 {
+		return r, nil
 	}
 	var r Decimal
 	c := ctx
@@ -220,6 +225,67 @@ func Quo(a, b *Decimal) (*Decimal, error) {
 	var red Decimal
 	red.Reduce(&r)
 	return &red, nil
+}
+
+// exactCtx divides without rounding: 100 significant digits, beyond which
+// QuoExact reports the quotient inexact.
+var exactCtx = apd.Context{Precision: 100, MaxExponent: apd.MaxExponent, MinExponent: apd.MinExponent, Traps: apd.DefaultTraps, Rounding: apd.RoundHalfEven}
+
+// QuoExact returns a ÷ b, reduced, and false if the quotient does not
+// terminate (1 ÷ 3, 1 KG in LB) or needs more than 100 digits.
+//
+// Whether it terminates is decided first, with integers: a/b terminates iff
+// b's coefficient, once the factors it shares with a's are cancelled, has
+// no prime factors but 2 and 5. Only then is the division done, at just the
+// precision the exact quotient needs: dividing by 2^x·5^y adds at most x+y
+// digits. This keeps the common cases (dividing by 12, or by 1) cheap,
+// where a blind 100-digit division and its reduction cost more than the
+// rest of a priced line.
+func QuoExact(a, b *Decimal) (*Decimal, bool) {
+	if b.IsZero() {
+		return nil, false
+	}
+	if a.IsZero() || (b.Coeff.IsUint64() && b.Coeff.Uint64() == 1 && b.Exponent == 0) {
+		var r Decimal
+		r.Reduce(a)
+		r.Negative = a.Negative != b.Negative && !a.IsZero()
+		return &r, true
+	}
+	var g, rest apd.BigInt
+	g.GCD(nil, nil, &a.Coeff, &b.Coeff)
+	rest.Quo(&b.Coeff, &g)
+	twos, fives := stripFactor(&rest, 2), stripFactor(&rest, 5)
+	if !rest.IsUint64() || rest.Uint64() != 1 {
+		return nil, false
+	}
+	c := exactCtx
+	c.Precision = uint32(a.NumDigits()) + uint32(twos+fives) + 1
+	if c.Precision > exactCtx.Precision {
+		return nil, false
+	}
+	var q, r Decimal
+	cond, err := c.Quo(&q, a, b)
+	if err != nil || cond.Inexact() {
+		return nil, false
+	}
+	r.Reduce(&q)
+	return &r, true
+}
+
+// stripFactor divides f out of n as often as it goes and says how often.
+func stripFactor(n *apd.BigInt, f int64) int {
+	var q, r apd.BigInt
+	d := apd.NewBigInt(f)
+	k := 0
+	for n.Sign() != 0 {
+		q.QuoRem(n, d, &r)
+		if r.Sign() != 0 {
+			break
+		}
+		n.Set(&q)
+		k++
+	}
+	return k
 }
 
 func op(f func(d, x, y *apd.Decimal) (apd.Condition, error), a, b *Decimal) *Decimal {

@@ -57,3 +57,33 @@ func TestExactArithmetic(t *testing.T) {
 		t.Fatal("1.50 != 1.5")
 	}
 }
+
+// TestQuoAgreesWithTheDivision checks that Quo, which takes QuoExact's
+// answer when the quotient terminates within 40 digits, gives what the
+// 40-digit division gives, for quotients that terminate and ones that do
+// not, of either sign.
+func TestQuoAgreesWithTheDivision(t *testing.T) {
+	values := []string{"1", "2", "3", "7", "12", "-12", "40", "0.45359237", "25", "0.001", "1000", "36", "0.125", "6.25", "99.99", "480", "999999999999999.999999", "0.000003", "-0.5"}
+	for _, x := range values {
+		for _, y := range values {
+			a, b := MustParse(x), MustParse(y)
+			var r, want Decimal
+			c := ctx
+			c.Precision = 40
+			if _, err := c.Quo(&r, a, b); err != nil {
+				t.Fatal(err)
+			}
+			want.Reduce(&r)
+			got, err := Quo(a, b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Text('f') != want.Text('f') {
+				t.Errorf("Quo(%s, %s) = %s, the division gives %s", x, y, got.Text('f'), want.Text('f'))
+			}
+		}
+	}
+	if _, err := Quo(MustParse("1"), MustParse("0")); err == nil {
+		t.Error("Quo by zero gave no error")
+	}
+}

@@ -36,59 +36,8 @@ func mulExact(a, b *money.Decimal) (*money.Decimal, bool) {
 }
 
 // quoExact returns a ÷ b, and false if the quotient does not terminate, as
-// 1 ÷ 3 or 1 KG in LB.
-//
-// Whether it terminates is decided first, with integers: a/b terminates iff
-// b's coefficient, once the factors it shares with a's are cancelled, has
-// no prime factors but 2 and 5. Only then is the division done, at just the
-// precision the exact quotient needs: dividing by 2^x·5^y adds at most x+y
-// digits. This keeps the common cases (dividing by 12, or by 1) cheap on the
-// pricing path, where a blind 100-digit division and its reduction cost
-// more than the rest of a line.
-func quoExact(a, b *money.Decimal) (*money.Decimal, bool) {
-	if b.IsZero() {
-		return nil, false
-	}
-	if a.IsZero() || (b.Coeff.IsUint64() && b.Coeff.Uint64() == 1 && b.Exponent == 0) {
-		r := reduced(a)
-		r.Negative = a.Negative != b.Negative && !a.IsZero()
-		return r, true
-	}
-	var g, rest apd.BigInt
-	g.GCD(nil, nil, &a.Coeff, &b.Coeff)
-	rest.Quo(&b.Coeff, &g)
-	twos, fives := stripFactor(&rest, 2), stripFactor(&rest, 5)
-	if !rest.IsUint64() || rest.Uint64() != 1 {
-		return nil, false
-	}
-	c := exactCtx
-	c.Precision = uint32(a.NumDigits()) + uint32(twos+fives) + 1
-	if c.Precision > exactCtx.Precision {
-		return nil, false
-	}
-	var r money.Decimal
-	cond, err := c.Quo(&r, a, b)
-	if err != nil || cond.Inexact() {
-		return nil, false
-	}
-	return reduced(&r), true
-}
-
-// stripFactor divides f out of n as often as it goes and says how often.
-func stripFactor(n *apd.BigInt, f int64) int {
-	var q, r apd.BigInt
-	d := apd.NewBigInt(f)
-	k := 0
-	for n.Sign() != 0 {
-		q.QuoRem(n, d, &r)
-		if r.Sign() != 0 {
-			break
-		}
-		n.Set(&q)
-		k++
-	}
-	return k
-}
+// 1 ÷ 3 or 1 KG in LB (money.QuoExact).
+func quoExact(a, b *money.Decimal) (*money.Decimal, bool) { return money.QuoExact(a, b) }
 
 // Bounds of a Quantity as the contract writes it ("^(0|[1-9][0-9]{0,11})(\.[0-9]{1,6})?$").
 const (

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/cockroachdb/apd/v3"
 
@@ -73,6 +74,10 @@ type unit struct {
 type units struct {
 	base  string
 	byKey map[string]unit
+	// pairs caches, per [from, to] pair of codes, the exact factor from one
+	// unit to the other, or nil when it does not terminate (KG to LB):
+	// pricing converts every line from its ordered unit to its price's.
+	pairs sync.Map
 }
 
 // lookup returns the unit with the given code.
@@ -250,13 +255,41 @@ func (t *units) convertExact(v *money.Decimal, from, to unit) (result, base *mon
 
 // convert converts v from one unit to another, exactly, without the base
 // quantity convertExact also returns; false when the result does not
-// terminate. A quantity already in the wanted unit is only reduced.
+// terminate. A quantity already in the wanted unit is only reduced; other
+// pairs multiply by the pair's factor once it is known to terminate.
 func (t *units) convert(v *money.Decimal, from, to unit) (*money.Decimal, bool) {
 	if from.code == to.code {
 		return reduced(v), true
 	}
-	result, _, ok := t.convertExact(v, from, to)
-	return result, ok
+	if f := t.pairFactor(from, to); f != nil {
+		r, ok := mulExact(v, f)
+		if !ok {
+			return nil, false
+		}
+		return reduced(r), true
+	}
+	// The factor does not terminate, yet this quantity's result may
+	// (0.45359237 KG is 1 LB).
+	base, ok := t.toBase(v, from)
+	if !ok {
+		return nil, false
+	}
+	return t.fromBase(base, to)
+}
+
+// pairFactor returns the exact number of to in one from, or nil when it
+// does not terminate.
+func (t *units) pairFactor(from, to unit) *money.Decimal {
+	key := [2]string{from.code, to.code}
+	if f, ok := t.pairs.Load(key); ok {
+		return f.(*money.Decimal)
+	}
+	f, ok := money.QuoExact(from.toBase, to.toBase)
+	if !ok {
+		f = nil
+	}
+	t.pairs.Store(key, f)
+	return f
 }
 
 func reduced(d *money.Decimal) *money.Decimal {

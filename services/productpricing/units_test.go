@@ -1,6 +1,7 @@
 package productpricing
 
 import (
+	"sync"
 	"testing"
 
 	productpricingv1 "github.com/millrace/millrace/gen/go/millrace/productpricing/v1"
@@ -286,4 +287,47 @@ func TestHugeUnitChains(t *testing.T) {
 			t.Errorf("total %s", resp.GetTotal().GetAmount())
 		}
 	})
+}
+
+// TestConvertAgreesWithTheBaseUnitPath checks convert, which multiplies by
+// a cached factor per unit pair when the factor terminates, against
+// convertExact's way through the base unit: the same exact answer, the
+// same refusals (1 KG in LB), and the same text, for every pair of units
+// of two products, many quantities, from many goroutines at once so that
+// the cache is filled concurrently.
+func TestConvertAgreesWithTheBaseUnitPath(t *testing.T) {
+	packs := &productpricingv1.Product{Sku: "X", BaseUnit: "EA", Conversions: []*productpricingv1.UnitConversion{
+		conv("TRUCK", "20", "PALLET"), conv("PALLET", "40", "CASE"), conv("CASE", "12", "EA"), conv("DOZEN", "12", "EA"), conv("SIXTH", "6", "EA"),
+	}}
+	quantities := []string{"0", "1", "2.5", "3", "7", "12", "0.000001", "0.45359237", "25", "480", "999999999999.999999", "0.333333"}
+	for _, p := range []*productpricingv1.Product{packs, resin()} {
+		u, err := compileUnits(p, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var codes []string
+		for c := range u.byKey {
+			codes = append(codes, c)
+		}
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Go(func() {
+				for _, fc := range codes {
+					for _, tc := range codes {
+						from, _ := u.lookup(fc)
+						to, _ := u.lookup(tc)
+						for _, q := range quantities {
+							v := money.MustParse(q)
+							want, _, wantOK := u.convertExact(v, from, to)
+							got, ok := u.convert(v, from, to)
+							if ok != wantOK || (ok && got.Text('f') != want.Text('f')) {
+								t.Errorf("%s %s → %s: convert %v (%v), through the base unit %v (%v)", q, fc, tc, got, ok, want, wantOK)
+							}
+						}
+					}
+				}
+			})
+		}
+		wg.Wait()
+	}
 }

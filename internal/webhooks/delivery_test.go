@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	eventsv1 "github.com/millrace/millrace/gen/go/millrace/events/v1"
 	integrationv1 "github.com/millrace/millrace/gen/go/millrace/integration/v1"
 	"github.com/millrace/millrace/internal/webhooks/verify"
@@ -127,7 +129,10 @@ func TestFlakyReceiverGetsEveryEventOnceInOrder(t *testing.T) {
 // aggregates are unaffected; replayed dead letters keep their webhook-id.
 func TestExhaustedDeliveriesBecomeDeadLettersAndReplay(t *testing.T) {
 	db, _ := tempStore(t)
-	d := newDispatcher(t, db, testOptions())
+	reg := prometheus.NewRegistry()
+	opts := testOptions()
+	opts.Registerer = reg
+	d := newDispatcher(t, db, opts)
 	var mu sync.Mutex
 	broken := true
 	rc := newReceiver(t, func(r *http.Request, id string, attempt int) answer {
@@ -174,6 +179,10 @@ func TestExhaustedDeliveriesBecomeDeadLettersAndReplay(t *testing.T) {
 	if s := getSubT(t, d, sub.GetId()); s.GetBacklog() != 0 {
 		t.Errorf("backlog %d after everything resolved", s.GetBacklog())
 	}
+	// The dead-letter backlog on /metrics is what the store holds.
+	if n, age := deadGauges(t, reg); n != float64(len(bad)) || age < 0 || age > 60 {
+		t.Errorf("millrace_webhook_dead_letters = %v, oldest %v s; want %d, a few seconds", n, age, len(bad))
+	}
 
 	mu.Lock()
 	broken = false
@@ -193,6 +202,9 @@ func TestExhaustedDeliveriesBecomeDeadLettersAndReplay(t *testing.T) {
 	}
 	if left := deadLetters(t, d, ""); len(left) != 0 {
 		t.Errorf("%d dead letters left after replay", len(left))
+	}
+	if n, age := deadGauges(t, reg); n != 0 || age != 0 {
+		t.Errorf("after replay millrace_webhook_dead_letters = %v, oldest %v s; want 0, 0", n, age)
 	}
 	if _, err := d.ReplayDeadLetter(context.Background(), ids[0]); err == nil {
 		t.Error("replaying a dead letter twice succeeded")
@@ -641,4 +653,23 @@ func TestFailingEndpointIsProbedOneAtATime(t *testing.T) {
 	if peakHealthy < 2 {
 		t.Errorf("after recovering, at most %d attempts at once; want up to %d", peakHealthy, DefaultPerSubscription)
 	}
+}
+
+// deadGauges gathers the dead-letter backlog gauges from reg.
+func deadGauges(t *testing.T, reg *prometheus.Registry) (count, oldestSeconds float64) {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	count, oldestSeconds = -1, -1
+	for _, mf := range mfs {
+		switch mf.GetName() {
+		case "millrace_webhook_dead_letters":
+			count = mf.GetMetric()[0].GetGauge().GetValue()
+		case "millrace_webhook_dead_letters_oldest_seconds":
+			oldestSeconds = mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	return count, oldestSeconds
 }

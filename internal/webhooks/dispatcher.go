@@ -203,7 +203,7 @@ func New(db *storage.DB, opts Options) (*Dispatcher, error) {
 	if opts.Resolver == nil {
 		opts.Resolver = net.DefaultResolver
 	}
-	m, err := newMetrics(opts.Registerer)
+	m, err := newMetrics(opts.Registerer, db, func() time.Time { return time.Now().UTC() })
 	if err != nil {
 		return nil, fmt.Errorf("webhooks: register metrics: %w", err)
 	}

@@ -1,9 +1,14 @@
 package webhooks
 
 import (
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.etcd.io/bbolt"
+
+	integrationv1 "github.com/millrace/millrace/gen/go/millrace/integration/v1"
+	"github.com/millrace/millrace/internal/storage"
 )
 
 // Results an attempt is counted under.
@@ -30,7 +35,7 @@ type metrics struct {
 	disabled prometheus.Counter
 }
 
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, db *storage.DB, now func() time.Time) (*metrics, error) {
 	if reg == nil {
 		return nil, nil
 	}
@@ -62,7 +67,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Subscriptions disabled automatically after failing without a success for the disable window.",
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.attempts, m.latency, m.ack, m.enqueued, m.dead, m.disabled} {
+	for _, c := range []prometheus.Collector{m.attempts, m.latency, m.ack, m.enqueued, m.dead, m.disabled, &deadBacklog{db: db, now: now}} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -101,4 +106,65 @@ func (m *metrics) autoDisabled() {
 	if m != nil {
 		m.disabled.Inc()
 	}
+}
+
+var (
+	descDead = prometheus.NewDesc("millrace_webhook_dead_letters",
+		"Dead letters waiting for replay: the webhook half of the exception queue.", nil, nil)
+	descDeadOldest = prometheus.NewDesc("millrace_webhook_dead_letters_oldest_seconds",
+		"How long the oldest dead letter has been waiting (0 when there is none).", nil, nil)
+	descDeadErrors = prometheus.NewDesc("millrace_webhook_dead_letters_read_errors_total",
+		"Scrapes whose read of the dead letters failed; the dead-letter gauges are missing from those scrapes.", nil, nil)
+)
+
+// deadBacklog reads the dead letters from the store at each scrape, so the
+// gauges are right after a restart and after replays by any process.
+type deadBacklog struct {
+	db  *storage.DB
+	now func() time.Time
+
+	mu       sync.Mutex
+	failures float64
+}
+
+// Describe implements prometheus.Collector.
+func (c *deadBacklog) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descDead
+	ch <- descDeadOldest
+	ch <- descDeadErrors
+}
+
+// Collect implements prometheus.Collector. Dead letter ids sort by time,
+// so the first one is the oldest.
+func (c *deadBacklog) Collect(ch chan<- prometheus.Metric) {
+	var (
+		count  int
+		oldest time.Duration
+	)
+	err := c.db.View(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(bucketDeadLetters)
+		count = b.Stats().KeyN
+		_, v := b.Cursor().First()
+		if v == nil {
+			return nil
+		}
+		dlt := &integrationv1.DeadLetter{}
+		if err := storage.UnmarshalProto(v, dlt); err != nil {
+			return err
+		}
+		oldest = max(c.now().Sub(dlt.GetCreateTime().AsTime()), 0)
+		return nil
+	})
+	c.mu.Lock()
+	if err != nil {
+		c.failures++
+	}
+	failures := c.failures
+	c.mu.Unlock()
+	ch <- prometheus.MustNewConstMetric(descDeadErrors, prometheus.CounterValue, failures)
+	if err != nil {
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(descDead, prometheus.GaugeValue, float64(count))
+	ch <- prometheus.MustNewConstMetric(descDeadOldest, prometheus.GaugeValue, oldest.Seconds())
 }

@@ -157,7 +157,8 @@ type txn interface {
 	attach(id string) error
 	// putOrder writes rec and moves its index entries (and its place in
 	// the set of orders the background drives) from old, nil for a new
-	// order. A reference another order holds is a *refTakenError.
+	// order; of old it reads only the indexed fields, which storedKeys
+	// keeps. A reference another order holds is a *refTakenError.
 	putOrder(old, rec *orderRecord) error
 	// scanOrders calls fn with the orders of a range in creation order
 	// until fn returns false.
@@ -286,7 +287,9 @@ func (k *core) transition(ctx context.Context, tx txn, rec *orderRecord, ch chan
 	}
 
 	subject, region := orderSubject(o.GetId()), o.GetShipToRegion()
-	snapshot := o.CloneVT()
+	// The events carry the order as it is now; they are encoded into the
+	// outbox before this returns, so they need no copy of it.
+	snapshot := o
 	var specific []proto.Message
 	if from == orderv1.OrderStatus_ORDER_STATUS_ON_HOLD && ch.to != from {
 		specific = append(specific, &eventsv1.OrderReleased{Order: snapshot, Actor: actor})

@@ -96,7 +96,7 @@ func (k *core) consume(ctx context.Context, env *eventsv1.Envelope) error {
 			k.log.WarnContext(ctx, "order consumer: event about an unknown order ignored", "event_id", env.GetId(), "type", env.GetType(), "order_id", orderID)
 			return nil
 		}
-		old := cloneRecord(rec)
+		old := storedKeys(rec)
 		var why string
 		switch m := msg.(type) {
 		case *eventsv1.ShipmentConfirmed:

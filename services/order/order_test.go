@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/bbolt"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/millrace/millrace/internal/auth"
 	"github.com/millrace/millrace/internal/idempotency"
 	"github.com/millrace/millrace/internal/reqctx"
+	"github.com/millrace/millrace/internal/storage"
 )
 
 func TestCreateOrder(t *testing.T) {
@@ -465,5 +467,75 @@ func TestCreateQuoteKeyedRetryAfterLostAnswer(t *testing.T) {
 	}
 	if n := len(lr.GetQuotes()); n != 1 {
 		t.Errorf("%d quotes stored, want 1", n)
+	}
+}
+
+// TestStatusIndexFollowsTransitions checks that listing by status, with
+// and without a customer, finds each order under its current status only:
+// every transition moves the order's index entries from the old status to
+// the new one.
+func TestStatusIndexFollowsTransitions(t *testing.T) {
+	h := newHarness(t)
+	accepted := h.createOrder(erp, newOrder("cus_ACME", ref("IX-1"), line("VALVE-100", "1", "EA")))
+	held := h.createOrder(erp, newOrder("cus_SMALL", ref("IX-2"), line("PUMP-200", "1", "EA")))
+	h.inv.setDown(true)
+	pending := h.createOrder(erp, newOrder("cus_ACME", ref("IX-3"), line("VALVE-100", "1", "EA")))
+	h.inv.setDown(false)
+	if accepted.GetStatus() != statusAccepted || held.GetStatus() != statusOnHold || pending.GetStatus() != statusPending {
+		t.Fatalf("orders are %s, %s, %s; want ACCEPTED, ON_HOLD, PENDING", accepted.GetStatus(), held.GetStatus(), pending.GetStatus())
+	}
+	cancelled := h.createOrder(erp, newOrder("cus_ACME", ref("IX-4"), line("VALVE-100", "1", "EA")))
+	if _, err := h.client.CancelOrder(erp, &orderv1.CancelOrderRequest{Id: cancelled.GetId(), Reason: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	list := func(req *orderv1.ListOrdersRequest) []string {
+		t.Helper()
+		resp, err := h.client.ListOrders(erp, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, o := range resp.GetOrders() {
+			ids = append(ids, o.GetId())
+		}
+		return ids
+	}
+	for status, want := range map[orderv1.OrderStatus][]string{
+		statusAccepted:  {accepted.GetId()},
+		statusOnHold:    {held.GetId()},
+		statusPending:   {pending.GetId()},
+		statusCancelled: {cancelled.GetId()},
+	} {
+		if got := list(&orderv1.ListOrdersRequest{Status: status}); !slices.Equal(got, want) {
+			t.Errorf("status %s lists %v, want %v", status, got, want)
+		}
+	}
+	// The index itself, not only what a list shows of it: no entry is left
+	// under a status an order has left.
+	for status, want := range map[orderv1.OrderStatus][]string{
+		statusAccepted:  {accepted.GetId()},
+		statusOnHold:    {held.GetId()},
+		statusPending:   {pending.GetId()},
+		statusCancelled: {cancelled.GetId()},
+	} {
+		var got []string
+		err := h.db.View(func(tx *bbolt.Tx) error {
+			return ixOrderStatus.Scan(tx, storage.KeyStrings(statusKey(status)), nil, 0, func(_, pk []byte) bool {
+				got = append(got, string(pk))
+				return true
+			})
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("the status index holds %v under %s, want %v", got, status, want)
+		}
+	}
+	if got, want := list(&orderv1.ListOrdersRequest{CustomerId: "cus_ACME", Status: statusAccepted}), []string{accepted.GetId()}; !slices.Equal(got, want) {
+		t.Errorf("cus_ACME ACCEPTED lists %v, want %v", got, want)
+	}
+	if got := list(&orderv1.ListOrdersRequest{CustomerId: "cus_ACME", Status: statusPending}); !slices.Equal(got, []string{pending.GetId()}) {
+		t.Errorf("cus_ACME PENDING lists %v, want [%s]", got, pending.GetId())
 	}
 }

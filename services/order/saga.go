@@ -377,7 +377,7 @@ func (k *core) commitRecord(ctx context.Context, rec *orderRecord, apply func(tx
 		if cur == nil || cur.st.Step != rec.st.Step || cur.o.GetStatus() != rec.o.GetStatus() || cur.o.GetHoldReason() != rec.o.GetHoldReason() {
 			return nil
 		}
-		old := cloneRecord(cur)
+		old := storedKeys(cur)
 		if err := apply(tx, cur); err != nil {
 			return err
 		}
@@ -857,7 +857,7 @@ func (k *core) cancelOrder(ctx context.Context, p auth.Principal, id, reason str
 			return &transitionError{Kind: "order", ID: id, From: statusName(rec.o.GetStatus()), To: statusName(statusCancelled),
 				Message: fmt.Sprintf("order %s has shipped goods (%s) and can no longer be cancelled; return the goods instead", id, statusName(rec.o.GetStatus()))}
 		}
-		old := cloneRecord(rec)
+		old := storedKeys(rec)
 		why := "cancelled"
 		if reason != "" {
 			why = "cancelled: " + reason
@@ -980,6 +980,20 @@ func (k *core) pay(ctx context.Context, c compensation) error {
 
 // ---------------------------------------------------------------------------
 // Helpers.
+
+// storedKeys returns what putOrder reads of the record as it was stored
+// before a change: the fields its indexes are keyed by. It is what a
+// writer keeps of the old record instead of a whole copy.
+func storedKeys(r *orderRecord) *orderRecord {
+	o := r.o
+	return &orderRecord{o: &orderv1.Order{
+		Id:          o.GetId(),
+		CustomerId:  o.GetCustomerId(),
+		Status:      o.GetStatus(),
+		CreateTime:  o.GetCreateTime(),
+		ExternalRef: cloneRef(o.GetExternalRef()),
+	}}
+}
 
 func cloneRecord(r *orderRecord) *orderRecord {
 	st := r.st

@@ -27,6 +27,7 @@ var patternMeanings = map[string]string{
 	`^([A-Z0-9_]{1,16})?$`:          `must be empty or up to 16 capital letters, digits and underscores, like "NET30"`,
 	`^[a-z0-9][a-z0-9-]{0,63}$`:     `must be 1 to 64 lower-case letters, digits and hyphens, not starting with a hyphen, like "plant-lyon"`,
 	`^([^@\s]+@[^@\s]+\.[^@\s]+)?$`: `must be empty or an e-mail address, like "ap@acme.example"`,
+	`^[A-Za-z0-9._]{1,200}\*?$`:     `must be an event type of 1 to 200 letters, digits, "." and "_", ending in "*" to match a prefix, like "millrace.events.v1.OrderAccepted" or "millrace.events.v1.Order*"`,
 	`^[A-Z0-9][A-Z0-9._-]{0,63}$`:   `must be 1 to 64 capital letters, digits, ".", "_" and "-", starting with a letter or digit, like "VALVE-BV25"`,
 }
 

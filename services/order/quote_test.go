@@ -195,10 +195,10 @@ func TestCreateQuote(t *testing.T) {
 	}{
 		{name: "a line without price", quote: func() *orderv1.Quote {
 			return newQuote("cus_ACME", time.Hour, line("VALVE-100", "1", "EA"), line("NOPRICE", "1", "EA"))
-		}, code: codes.InvalidArgument, reason: apierr.ReasonInvalidArgument, field: "quote.lines[1].sku", text: "NO_PRICE"},
+		}, code: codes.InvalidArgument, reason: apierr.ReasonInvalidArgument, field: "quote.lines[1].sku", text: "NOPRICE cannot be priced: no price list in force prices it in this currency for this customer (NO_PRICE)"},
 		{name: "a discontinued line", quote: func() *orderv1.Quote {
 			return newQuote("cus_ACME", time.Hour, line("OLD-1", "1", "EA"))
-		}, code: codes.InvalidArgument, reason: apierr.ReasonInvalidArgument, field: "quote.lines[0].sku", text: "DISCONTINUED"},
+		}, code: codes.InvalidArgument, reason: apierr.ReasonInvalidArgument, field: "quote.lines[0].sku", text: "OLD-1 cannot be priced: the product is discontinued (DISCONTINUED)"},
 		{name: "valid_until in the past", quote: func() *orderv1.Quote {
 			q := newQuote("cus_ACME", time.Hour, line("VALVE-100", "1", "EA"))
 			q.ValidUntil = timestamppb.New(t0.Add(-time.Minute))

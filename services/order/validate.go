@@ -159,6 +159,28 @@ func cleanLines(in []*orderv1.OrderLine) []*orderv1.OrderLine {
 // ---------------------------------------------------------------------------
 // Prices.
 
+// unpricedWhy says in words why pricing gave a line no price, for the
+// field violation that carries the stable reason after it.
+func unpricedWhy(reason string, q *typev1.Quantity) string {
+	switch reason {
+	case "UNKNOWN_PRODUCT":
+		return "no product has this SKU"
+	case "DISCONTINUED":
+		return "the product is discontinued"
+	case "NO_PRICE":
+		return "no price list in force prices it in this currency for this customer"
+	case "UNKNOWN_UNIT":
+		return fmt.Sprintf("the product defines no unit %s; use its base unit or one of its conversions", q.GetUnit())
+	case "NOT_CONVERTIBLE":
+		return fmt.Sprintf("its price list prices it in a unit that %s does not convert to exactly; order it in the price's unit", q.GetUnit())
+	case "NOT_WHOLE_UNITS":
+		return fmt.Sprintf("%s %s is not a whole number of an indivisible unit", q.GetValue(), q.GetUnit())
+	case "OUT_OF_RANGE":
+		return "the line total is too large"
+	}
+	return "pricing gave it no price"
+}
+
 // pricedLines checks a price simulation and copies the prices onto lines.
 // A line the simulation could not price is a field violation naming the
 // line's SKU (or unit) with the stable reason, so the caller sees every
@@ -176,11 +198,12 @@ func pricedLines(path, currency string, lines []*orderv1.OrderLine, priced []*pr
 			if reason == "" {
 				reason = strings.TrimPrefix(pl.GetStatus().String(), "LINE_PRICE_STATUS_")
 			}
+			sku, q := lines[i].GetSku(), lines[i].GetQuantity()
 			switch reason {
 			case "UNKNOWN_UNIT", "NOT_CONVERTIBLE", "NOT_WHOLE_UNITS":
-				c.add(field+".quantity.unit", "%s cannot be priced in %s: %s", lines[i].GetSku(), lines[i].GetQuantity().GetUnit(), reason)
+				c.add(field+".quantity.unit", "%s cannot be priced in %s: %s (%s)", sku, q.GetUnit(), unpricedWhy(reason, q), reason)
 			default:
-				c.add(field+".sku", "%s cannot be priced: %s", lines[i].GetSku(), reason)
+				c.add(field+".sku", "%s cannot be priced: %s (%s)", sku, unpricedWhy(reason, q), reason)
 			}
 			continue
 		}

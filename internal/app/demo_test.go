@@ -77,6 +77,17 @@ func TestDemoLoad(t *testing.T) {
 			heldDeclined++
 		}
 	}
+	var byReason struct {
+		Orders []struct {
+			HoldReason string `json:"holdReason"`
+		} `json:"orders"`
+	}
+	if err := json.Unmarshal(get("/v1/orders?holdReason=HOLD_REASON_CREDIT_DECLINED"), &byReason); err != nil {
+		t.Fatal(err)
+	}
+	if len(byReason.Orders) != heldDeclined {
+		t.Errorf("?holdReason=HOLD_REASON_CREDIT_DECLINED lists %d orders, want %d", len(byReason.Orders), heldDeclined)
+	}
 	if m := regexp.MustCompile(`(?m)^millrace_orders_held\{hold_reason="credit_declined"\} (\d+)$`).FindSubmatch(metrics); m == nil || string(m[1]) != strconv.Itoa(heldDeclined) {
 		t.Errorf("/metrics millrace_orders_held for credit_declined: %q, want %d", m, heldDeclined)
 	}

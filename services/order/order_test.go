@@ -539,3 +539,60 @@ func TestStatusIndexFollowsTransitions(t *testing.T) {
 		t.Errorf("cus_ACME PENDING lists %v, want [%s]", got, pending.GetId())
 	}
 }
+
+// TestListOrdersByHoldReason checks the hold_reason filter: it lists the
+// held orders of one reason (status ON_HOLD implied or given), pages
+// through them, and refuses a status other than ON_HOLD, naming the field.
+func TestListOrdersByHoldReason(t *testing.T) {
+	h := newHarness(t)
+	var declined []string
+	for i := range 3 {
+		o := h.createOrder(erp, newOrder("cus_SMALL", ref(fmt.Sprintf("HR-%d", i)), line("PUMP-200", "1", "EA")))
+		declined = append(declined, o.GetId())
+	}
+	h.createOrder(erp, newOrder("cus_ACME", ref("HR-OK"), line("VALVE-100", "1", "EA")))
+	short := h.createOrder(erp, newOrder("cus_ACME", ref("HR-SHORT"), line("PUMP-200", "500", "EA")))
+	if short.GetHoldReason() != orderv1.HoldReason_HOLD_REASON_INVENTORY_SHORT {
+		t.Fatalf("500 pumps of 10 held for %s, want INVENTORY_SHORT", short.GetHoldReason())
+	}
+
+	all := func(req *orderv1.ListOrdersRequest) []string {
+		t.Helper()
+		var ids []string
+		for {
+			resp, err := h.client.ListOrders(erp, req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, o := range resp.GetOrders() {
+				ids = append(ids, o.GetId())
+			}
+			if resp.GetNextPageToken() == "" {
+				return ids
+			}
+			req.PageToken = resp.GetNextPageToken()
+		}
+	}
+	if got := all(&orderv1.ListOrdersRequest{HoldReason: holdCreditDeclined, PageSize: 2}); !slices.Equal(got, declined) {
+		t.Errorf("credit declined lists %v, want %v", got, declined)
+	}
+	if got := all(&orderv1.ListOrdersRequest{Status: statusOnHold, HoldReason: orderv1.HoldReason_HOLD_REASON_INVENTORY_SHORT}); !slices.Equal(got, []string{short.GetId()}) {
+		t.Errorf("inventory short lists %v, want [%s]", got, short.GetId())
+	}
+	if got := all(&orderv1.ListOrdersRequest{Status: statusOnHold}); len(got) != 4 {
+		t.Errorf("ON_HOLD lists %d orders, want 4", len(got))
+	}
+	_, err := h.client.ListOrders(erp, &orderv1.ListOrdersRequest{Status: statusAccepted, HoldReason: holdCreditDeclined})
+	st := wantCode(t, err, codes.InvalidArgument, apierr.ReasonInvalidArgument)
+	if !strings.Contains(st.Message(), "hold_reason") || !strings.Contains(st.Message(), "ACCEPTED") {
+		t.Errorf("message %q, want one naming hold_reason and the status asked for", st.Message())
+	}
+	// A page token of the unfiltered ON_HOLD list does not continue the
+	// filtered one.
+	first, err := h.client.ListOrders(erp, &orderv1.ListOrdersRequest{Status: statusOnHold, PageSize: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = h.client.ListOrders(erp, &orderv1.ListOrdersRequest{HoldReason: holdCreditDeclined, PageToken: first.GetNextPageToken()})
+	wantCode(t, err, codes.InvalidArgument, apierr.ReasonInvalidArgument)
+}

@@ -171,17 +171,34 @@ func (k *core) listOrders(ctx context.Context, p auth.Principal, req *orderv1.Li
 	if !from.IsZero() && !before.IsZero() && !before.After(from) {
 		return nil, invalid("created_before", "must be after created_after")
 	}
-	filter := filterHash("orders", req.GetCustomerId(), req.GetStatus(), sys, refID, from.UnixNano(), before.UnixNano())
+	status, hold := req.GetStatus(), req.GetHoldReason()
+	if _, known := orderv1.HoldReason_name[int32(hold)]; !known {
+		return nil, invalid("hold_reason", "unknown hold reason %d", hold)
+	}
+	if hold != orderv1.HoldReason_HOLD_REASON_UNSPECIFIED {
+		switch status {
+		case orderv1.OrderStatus_ORDER_STATUS_UNSPECIFIED:
+			status = statusOnHold // a hold reason lists held orders
+		case statusOnHold:
+		default:
+			return nil, invalid("hold_reason", "filters orders ON_HOLD, and status asks for %s; leave status out or set it to ORDER_STATUS_ON_HOLD", statusName(status))
+		}
+	}
+	parts := []any{"orders", req.GetCustomerId(), status, sys, refID, from.UnixNano(), before.UnixNano()}
+	if hold != orderv1.HoldReason_HOLD_REASON_UNSPECIFIED {
+		parts = append(parts, hold) // page tokens without it stay valid
+	}
+	filter := filterHash(parts...)
 	after, err := decodePageToken(req.GetPageToken(), filter, "ListOrders")
 	if err != nil {
 		return nil, err
 	}
-	status := req.GetStatus()
 	matches := func(o *orderv1.Order) bool {
 		ct := o.GetCreateTime().AsTime()
 		return seesOrder(p, o) &&
 			(req.GetCustomerId() == "" || o.GetCustomerId() == req.GetCustomerId()) &&
 			(status == orderv1.OrderStatus_ORDER_STATUS_UNSPECIFIED || o.GetStatus() == status) &&
+			(hold == orderv1.HoldReason_HOLD_REASON_UNSPECIFIED || o.GetHoldReason() == hold) &&
 			(from.IsZero() || !ct.Before(from)) && (before.IsZero() || ct.Before(before))
 	}
 

@@ -1662,7 +1662,11 @@ type ListOrdersRequest struct {
 	// Maximum number of orders to return, 1 to 500; 0 means 50.
 	PageSize int32 `protobuf:"varint,7,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// Token from a previous response's next_page_token.
-	PageToken     string `protobuf:"bytes,8,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	PageToken string `protobuf:"bytes,8,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Only orders ON_HOLD for this reason: one kind of the exception queue
+	// (credit declined, stock short, credit validation pending). It implies
+	// status ON_HOLD; with any other status the request is refused.
+	HoldReason    HoldReason `protobuf:"varint,9,opt,name=hold_reason,json=holdReason,proto3,enum=millrace.order.v1.HoldReason" json:"hold_reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1751,6 +1755,13 @@ func (x *ListOrdersRequest) GetPageToken() string {
 		return x.PageToken
 	}
 	return ""
+}
+
+func (x *ListOrdersRequest) GetHoldReason() HoldReason {
+	if x != nil {
+		return x.HoldReason
+	}
+	return HoldReason_HOLD_REASON_UNSPECIFIED
 }
 
 // ListOrdersResponse is the output of ListOrders.
@@ -2333,7 +2344,7 @@ const file_millrace_order_v1_order_proto_rawDesc = "" +
 	"\x0fGetOrderRequest\x12\x19\n" +
 	"\x02id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\x02id\"B\n" +
 	"\x10GetOrderResponse\x12.\n" +
-	"\x05order\x18\x01 \x01(\v2\x18.millrace.order.v1.OrderR\x05order\"\xc0\x03\n" +
+	"\x05order\x18\x01 \x01(\v2\x18.millrace.order.v1.OrderR\x05order\"\x8a\x04\n" +
 	"\x11ListOrdersRequest\x12(\n" +
 	"\vcustomer_id\x18\x01 \x01(\tB\a\xbaH\x04r\x02\x18@R\n" +
 	"customerId\x12@\n" +
@@ -2345,7 +2356,9 @@ const file_millrace_order_v1_order_proto_rawDesc = "" +
 	"\tpage_size\x18\a \x01(\x05B\n" +
 	"\xbaH\a\x1a\x05\x18\xf4\x03(\x00R\bpageSize\x12'\n" +
 	"\n" +
-	"page_token\x18\b \x01(\tB\b\xbaH\x05r\x03\x18\x80\x04R\tpageToken\"n\n" +
+	"page_token\x18\b \x01(\tB\b\xbaH\x05r\x03\x18\x80\x04R\tpageToken\x12H\n" +
+	"\vhold_reason\x18\t \x01(\x0e2\x1d.millrace.order.v1.HoldReasonB\b\xbaH\x05\x82\x01\x02\x10\x01R\n" +
+	"holdReason\"n\n" +
 	"\x12ListOrdersResponse\x120\n" +
 	"\x06orders\x18\x01 \x03(\v2\x18.millrace.order.v1.OrderR\x06orders\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"Q\n" +
@@ -2516,45 +2529,46 @@ var file_millrace_order_v1_order_proto_depIdxs = []int32{
 	1,  // 36: millrace.order.v1.ListOrdersRequest.status:type_name -> millrace.order.v1.OrderStatus
 	36, // 37: millrace.order.v1.ListOrdersRequest.created_after:type_name -> google.protobuf.Timestamp
 	36, // 38: millrace.order.v1.ListOrdersRequest.created_before:type_name -> google.protobuf.Timestamp
-	6,  // 39: millrace.order.v1.ListOrdersResponse.orders:type_name -> millrace.order.v1.Order
-	6,  // 40: millrace.order.v1.CancelOrderResponse.order:type_name -> millrace.order.v1.Order
-	6,  // 41: millrace.order.v1.ReleaseOrderResponse.order:type_name -> millrace.order.v1.Order
-	36, // 42: millrace.order.v1.TimelineEntry.time:type_name -> google.protobuf.Timestamp
-	1,  // 43: millrace.order.v1.TimelineEntry.from_status:type_name -> millrace.order.v1.OrderStatus
-	1,  // 44: millrace.order.v1.TimelineEntry.to_status:type_name -> millrace.order.v1.OrderStatus
-	2,  // 45: millrace.order.v1.TimelineEntry.hold_reason:type_name -> millrace.order.v1.HoldReason
-	32, // 46: millrace.order.v1.GetOrderTimelineResponse.entries:type_name -> millrace.order.v1.TimelineEntry
-	7,  // 47: millrace.order.v1.OrderService.CreateQuote:input_type -> millrace.order.v1.CreateQuoteRequest
-	9,  // 48: millrace.order.v1.OrderService.GetQuote:input_type -> millrace.order.v1.GetQuoteRequest
-	11, // 49: millrace.order.v1.OrderService.ListQuotes:input_type -> millrace.order.v1.ListQuotesRequest
-	13, // 50: millrace.order.v1.OrderService.SubmitQuote:input_type -> millrace.order.v1.SubmitQuoteRequest
-	15, // 51: millrace.order.v1.OrderService.ApproveQuote:input_type -> millrace.order.v1.ApproveQuoteRequest
-	17, // 52: millrace.order.v1.OrderService.RejectQuote:input_type -> millrace.order.v1.RejectQuoteRequest
-	19, // 53: millrace.order.v1.OrderService.ConvertQuote:input_type -> millrace.order.v1.ConvertQuoteRequest
-	21, // 54: millrace.order.v1.OrderService.CreateOrder:input_type -> millrace.order.v1.CreateOrderRequest
-	23, // 55: millrace.order.v1.OrderService.GetOrder:input_type -> millrace.order.v1.GetOrderRequest
-	25, // 56: millrace.order.v1.OrderService.ListOrders:input_type -> millrace.order.v1.ListOrdersRequest
-	27, // 57: millrace.order.v1.OrderService.CancelOrder:input_type -> millrace.order.v1.CancelOrderRequest
-	29, // 58: millrace.order.v1.OrderService.ReleaseOrder:input_type -> millrace.order.v1.ReleaseOrderRequest
-	31, // 59: millrace.order.v1.OrderService.GetOrderTimeline:input_type -> millrace.order.v1.GetOrderTimelineRequest
-	8,  // 60: millrace.order.v1.OrderService.CreateQuote:output_type -> millrace.order.v1.CreateQuoteResponse
-	10, // 61: millrace.order.v1.OrderService.GetQuote:output_type -> millrace.order.v1.GetQuoteResponse
-	12, // 62: millrace.order.v1.OrderService.ListQuotes:output_type -> millrace.order.v1.ListQuotesResponse
-	14, // 63: millrace.order.v1.OrderService.SubmitQuote:output_type -> millrace.order.v1.SubmitQuoteResponse
-	16, // 64: millrace.order.v1.OrderService.ApproveQuote:output_type -> millrace.order.v1.ApproveQuoteResponse
-	18, // 65: millrace.order.v1.OrderService.RejectQuote:output_type -> millrace.order.v1.RejectQuoteResponse
-	20, // 66: millrace.order.v1.OrderService.ConvertQuote:output_type -> millrace.order.v1.ConvertQuoteResponse
-	22, // 67: millrace.order.v1.OrderService.CreateOrder:output_type -> millrace.order.v1.CreateOrderResponse
-	24, // 68: millrace.order.v1.OrderService.GetOrder:output_type -> millrace.order.v1.GetOrderResponse
-	26, // 69: millrace.order.v1.OrderService.ListOrders:output_type -> millrace.order.v1.ListOrdersResponse
-	28, // 70: millrace.order.v1.OrderService.CancelOrder:output_type -> millrace.order.v1.CancelOrderResponse
-	30, // 71: millrace.order.v1.OrderService.ReleaseOrder:output_type -> millrace.order.v1.ReleaseOrderResponse
-	33, // 72: millrace.order.v1.OrderService.GetOrderTimeline:output_type -> millrace.order.v1.GetOrderTimelineResponse
-	60, // [60:73] is the sub-list for method output_type
-	47, // [47:60] is the sub-list for method input_type
-	47, // [47:47] is the sub-list for extension type_name
-	47, // [47:47] is the sub-list for extension extendee
-	0,  // [0:47] is the sub-list for field type_name
+	2,  // 39: millrace.order.v1.ListOrdersRequest.hold_reason:type_name -> millrace.order.v1.HoldReason
+	6,  // 40: millrace.order.v1.ListOrdersResponse.orders:type_name -> millrace.order.v1.Order
+	6,  // 41: millrace.order.v1.CancelOrderResponse.order:type_name -> millrace.order.v1.Order
+	6,  // 42: millrace.order.v1.ReleaseOrderResponse.order:type_name -> millrace.order.v1.Order
+	36, // 43: millrace.order.v1.TimelineEntry.time:type_name -> google.protobuf.Timestamp
+	1,  // 44: millrace.order.v1.TimelineEntry.from_status:type_name -> millrace.order.v1.OrderStatus
+	1,  // 45: millrace.order.v1.TimelineEntry.to_status:type_name -> millrace.order.v1.OrderStatus
+	2,  // 46: millrace.order.v1.TimelineEntry.hold_reason:type_name -> millrace.order.v1.HoldReason
+	32, // 47: millrace.order.v1.GetOrderTimelineResponse.entries:type_name -> millrace.order.v1.TimelineEntry
+	7,  // 48: millrace.order.v1.OrderService.CreateQuote:input_type -> millrace.order.v1.CreateQuoteRequest
+	9,  // 49: millrace.order.v1.OrderService.GetQuote:input_type -> millrace.order.v1.GetQuoteRequest
+	11, // 50: millrace.order.v1.OrderService.ListQuotes:input_type -> millrace.order.v1.ListQuotesRequest
+	13, // 51: millrace.order.v1.OrderService.SubmitQuote:input_type -> millrace.order.v1.SubmitQuoteRequest
+	15, // 52: millrace.order.v1.OrderService.ApproveQuote:input_type -> millrace.order.v1.ApproveQuoteRequest
+	17, // 53: millrace.order.v1.OrderService.RejectQuote:input_type -> millrace.order.v1.RejectQuoteRequest
+	19, // 54: millrace.order.v1.OrderService.ConvertQuote:input_type -> millrace.order.v1.ConvertQuoteRequest
+	21, // 55: millrace.order.v1.OrderService.CreateOrder:input_type -> millrace.order.v1.CreateOrderRequest
+	23, // 56: millrace.order.v1.OrderService.GetOrder:input_type -> millrace.order.v1.GetOrderRequest
+	25, // 57: millrace.order.v1.OrderService.ListOrders:input_type -> millrace.order.v1.ListOrdersRequest
+	27, // 58: millrace.order.v1.OrderService.CancelOrder:input_type -> millrace.order.v1.CancelOrderRequest
+	29, // 59: millrace.order.v1.OrderService.ReleaseOrder:input_type -> millrace.order.v1.ReleaseOrderRequest
+	31, // 60: millrace.order.v1.OrderService.GetOrderTimeline:input_type -> millrace.order.v1.GetOrderTimelineRequest
+	8,  // 61: millrace.order.v1.OrderService.CreateQuote:output_type -> millrace.order.v1.CreateQuoteResponse
+	10, // 62: millrace.order.v1.OrderService.GetQuote:output_type -> millrace.order.v1.GetQuoteResponse
+	12, // 63: millrace.order.v1.OrderService.ListQuotes:output_type -> millrace.order.v1.ListQuotesResponse
+	14, // 64: millrace.order.v1.OrderService.SubmitQuote:output_type -> millrace.order.v1.SubmitQuoteResponse
+	16, // 65: millrace.order.v1.OrderService.ApproveQuote:output_type -> millrace.order.v1.ApproveQuoteResponse
+	18, // 66: millrace.order.v1.OrderService.RejectQuote:output_type -> millrace.order.v1.RejectQuoteResponse
+	20, // 67: millrace.order.v1.OrderService.ConvertQuote:output_type -> millrace.order.v1.ConvertQuoteResponse
+	22, // 68: millrace.order.v1.OrderService.CreateOrder:output_type -> millrace.order.v1.CreateOrderResponse
+	24, // 69: millrace.order.v1.OrderService.GetOrder:output_type -> millrace.order.v1.GetOrderResponse
+	26, // 70: millrace.order.v1.OrderService.ListOrders:output_type -> millrace.order.v1.ListOrdersResponse
+	28, // 71: millrace.order.v1.OrderService.CancelOrder:output_type -> millrace.order.v1.CancelOrderResponse
+	30, // 72: millrace.order.v1.OrderService.ReleaseOrder:output_type -> millrace.order.v1.ReleaseOrderResponse
+	33, // 73: millrace.order.v1.OrderService.GetOrderTimeline:output_type -> millrace.order.v1.GetOrderTimelineResponse
+	61, // [61:74] is the sub-list for method output_type
+	48, // [48:61] is the sub-list for method input_type
+	48, // [48:48] is the sub-list for extension type_name
+	48, // [48:48] is the sub-list for extension extendee
+	0,  // [0:48] is the sub-list for field type_name
 }
 
 func init() { file_millrace_order_v1_order_proto_init() }

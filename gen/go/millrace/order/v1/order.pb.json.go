@@ -1170,6 +1170,10 @@ func (x *ListOrdersRequest) MarshalProtoJSON(w *pbjson.Writer) {
 		w.Name(`"pageToken":`)
 		w.String(x.PageToken)
 	}
+	if x.HoldReason != 0 {
+		w.Name(`"holdReason":`)
+		w.Enum(int32(x.HoldReason), HoldReason_name)
+	}
 	w.ObjectEnd()
 }
 
@@ -1210,6 +1214,10 @@ func (x *ListOrdersRequest) UnmarshalProtoJSON(r *pbjson.Reader) {
 		case "pageToken", "page_token":
 			if r.Field(&seen, 1<<7) {
 				x.PageToken = r.String()
+			}
+		case "holdReason", "hold_reason":
+			if r.Field(&seen, 1<<8) {
+				x.HoldReason = HoldReason(r.Enum(HoldReason_value))
 			}
 		default:
 			r.Unknown()

@@ -630,6 +630,14 @@ func (x *ListOrdersRequest) ValidateRules(v *pbvalidate.Violations) {
 			}
 		}
 	}
+	// hold_reason
+	{
+		switch int32(x.HoldReason) {
+		case 0, 1, 2, 3:
+		default:
+			v.Add("hold_reason", "enum.defined_only", "value must be one of the defined enum values")
+		}
+	}
 }
 
 // ValidateRules appends to v the violations of the protovalidate rules of

@@ -537,6 +537,7 @@ func (m *ListOrdersRequest) CloneVT() *ListOrdersRequest {
 	r.CreatedBefore = (*timestamppb.Timestamp)((*timestamppb1.Timestamp)(m.CreatedBefore).CloneVT())
 	r.PageSize = m.PageSize
 	r.PageToken = m.PageToken
+	r.HoldReason = m.HoldReason
 	if len(m.unknownFields) > 0 {
 		r.unknownFields = make([]byte, len(m.unknownFields))
 		copy(r.unknownFields, m.unknownFields)
@@ -2148,6 +2149,11 @@ func (m *ListOrdersRequest) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		i -= len(m.unknownFields)
 		copy(dAtA[i:], m.unknownFields)
 	}
+	if m.HoldReason != 0 {
+		i = protohelpers.EncodeVarint(dAtA, i, uint64(m.HoldReason))
+		i--
+		dAtA[i] = 0x48
+	}
 	if len(m.PageToken) > 0 {
 		i -= len(m.PageToken)
 		copy(dAtA[i:], m.PageToken)
@@ -3198,6 +3204,9 @@ func (m *ListOrdersRequest) SizeVT() (n int) {
 	l = len(m.PageToken)
 	if l > 0 {
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
+	}
+	if m.HoldReason != 0 {
+		n += 1 + protohelpers.SizeOfVarint(uint64(m.HoldReason))
 	}
 	n += len(m.unknownFields)
 	return n
@@ -6960,6 +6969,25 @@ func (m *ListOrdersRequest) UnmarshalVT(dAtA []byte) error {
 			}
 			m.PageToken = string(dAtA[iNdEx:postIndex])
 			iNdEx = postIndex
+		case 9:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field HoldReason", wireType)
+			}
+			m.HoldReason = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return protohelpers.ErrIntOverflow
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.HoldReason |= HoldReason(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
 		default:
 			iNdEx = preIndex
 			skippy, err := protohelpers.Skip(dAtA[iNdEx:])

@@ -43,14 +43,32 @@ func TestMain(m *testing.M) {
 
 const adminKey = "mr_process_test_admin_key_0123456789"
 
+// handedOut holds the addresses freeAddr gave, so that it never gives one
+// twice: a port closed after the probe may come back from the next probe,
+// and two processes of one mesh would then race for it.
+var handedOut = struct {
+	sync.Mutex
+	addrs map[string]bool
+}{addrs: map[string]bool{}}
+
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := l.Addr().String()
+		l.Close()
+		if !handedOut.addrs[addr] {
+			handedOut.addrs[addr] = true
+			return addr
+		}
 	}
-	defer l.Close()
-	return l.Addr().String()
+	t.Fatal("no free port that was not handed out before")
+	return ""
 }
 
 type proc struct {

@@ -227,12 +227,27 @@ func Quo(a, b *Decimal) (*Decimal, error) {
 	return &red, nil
 }
 
-// exactCtx divides without rounding: 100 significant digits, beyond which
-// QuoExact reports the quotient inexact.
-var exactCtx = apd.Context{Precision: 100, MaxExponent: apd.MaxExponent, MinExponent: apd.MinExponent, Traps: apd.DefaultTraps, Rounding: apd.RoundHalfEven}
+// ExactDigits is the most significant digits MulExact and QuoExact carry:
+// any product of the contract's bounded factors and quantities many times
+// over. Beyond it they report the result inexact rather than round it.
+const ExactDigits = 100
+
+// exactCtx is the context of MulExact and QuoExact, which never round.
+var exactCtx = apd.Context{Precision: ExactDigits, MaxExponent: apd.MaxExponent, MinExponent: apd.MinExponent, Traps: apd.DefaultTraps, Rounding: apd.RoundHalfEven}
+
+// MulExact returns a × b, and false if the product would need rounding
+// (more than ExactDigits digits).
+func MulExact(a, b *Decimal) (*Decimal, bool) {
+	var r Decimal
+	cond, err := exactCtx.Mul(&r, a, b)
+	if err != nil || cond.Inexact() {
+		return nil, false
+	}
+	return &r, true
+}
 
 // QuoExact returns a ÷ b, reduced, and false if the quotient does not
-// terminate (1 ÷ 3, 1 KG in LB) or needs more than 100 digits.
+// terminate (1 ÷ 3, 1 KG in LB) or needs more than ExactDigits digits.
 //
 // Whether it terminates is decided first, with integers: a/b terminates iff
 // b's coefficient, once the factors it shares with a's are cancelled, has

@@ -87,3 +87,58 @@ func TestQuoAgreesWithTheDivision(t *testing.T) {
 		t.Error("Quo by zero gave no error")
 	}
 }
+
+// TestQuoExact checks exact division: the quotients that terminate, the
+// ones that do not, and agreement with a 200-digit division.
+func TestQuoExact(t *testing.T) {
+	tests := []struct {
+		name, a, b string
+		want       string // "" when the quotient does not terminate
+	}{
+		{"by one", "12.50", "1", "12.5"},
+		{"by twelve, whole", "24", "12", "2"},
+		{"by twelve, repeating", "5", "12", ""},
+		{"by a pound", "45.359237", "0.45359237", "100"},
+		{"kilogram in pounds", "1", "0.45359237", ""},
+		{"by powers of two and five", "1", "0.0016", "625"},
+		{"halving many times", "1", "1024", "0.0009765625"},
+		{"shared factors cancel", "21", "0.7", "30"},
+		{"zero", "0", "7", "0"},
+		{"large coefficients", "999999999999.999999", "0.000003", "333333333333333333"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := QuoExact(MustParse(tt.a), MustParse(tt.b))
+			if tt.want == "" {
+				if ok {
+					t.Fatalf("%s / %s = %s reported exact", tt.a, tt.b, got.Text('f'))
+				}
+				return
+			}
+			if !ok || got.Text('f') != tt.want {
+				t.Fatalf("%s / %s = %v (exact %v), want %s", tt.a, tt.b, got, ok, tt.want)
+			}
+		})
+	}
+	t.Run("agrees with a 200-digit division", func(t *testing.T) {
+		ref := exactCtx
+		ref.Precision = 200
+		values := []string{"1", "2", "3", "7", "12", "40", "0.45359237", "25", "0.001", "1000", "36", "0.125", "6.25", "99.99", "480"}
+		for _, x := range values {
+			for _, y := range values {
+				a, b := MustParse(x), MustParse(y)
+				var r Decimal
+				cond, err := ref.Quo(&r, a, b)
+				wantExact := err == nil && !cond.Inexact()
+				got, ok := QuoExact(a, b)
+				if ok != wantExact {
+					t.Errorf("%s / %s: exact %v, reference %v", x, y, ok, wantExact)
+					continue
+				}
+				if ok && got.Cmp(&r) != 0 {
+					t.Errorf("%s / %s = %s, reference %s", x, y, got.Text('f'), r.Text('f'))
+				}
+			}
+		}
+	})
+}

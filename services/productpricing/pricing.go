@@ -266,7 +266,7 @@ func (s *simulation) priceLine(i int, l *productpricingv1.SimulationLine, qty *m
 		return refuse(invalidStatus, ReasonNotConvertible)
 	}
 	price, breakMin := applyBreak(best, priced)
-	exact, ok := mulExact(price, priced)
+	exact, ok := money.MulExact(price, priced)
 	if !ok || !fitsMoney(exact) {
 		// Checked before rounding too: rounding a huge value to the minor
 		// unit could exceed the arithmetic's precision.

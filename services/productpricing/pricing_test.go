@@ -8,6 +8,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	productpricingv1 "github.com/millrace/millrace/gen/go/millrace/productpricing/v1"
+	"github.com/millrace/millrace/internal/money"
 )
 
 // memCatalog is an in-memory catalog for the domain tests; the store's
@@ -429,7 +430,7 @@ func TestFormatAmount(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			d, _, _ := exactCtx.NewFromString(tt.in)
+			d := money.MustParse(tt.in)
 			if got := formatAmount(d, tt.scale); got != tt.want {
 				t.Errorf("formatAmount(%s, %d) = %s, want %s", tt.in, tt.scale, got, tt.want)
 			}

@@ -6,39 +6,13 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/cockroachdb/apd/v3"
-
 	productpricingv1 "github.com/millrace/millrace/gen/go/millrace/productpricing/v1"
 	typev1 "github.com/millrace/millrace/gen/go/millrace/type/v1"
 	"github.com/millrace/millrace/internal/money"
 )
 
-// Unit arithmetic must never round: a conversion is either exact or refused.
-// money's helpers round silently beyond their precision, so conversions use
-// their own context and look at apd's Inexact condition on every operation.
-// 100 significant digits hold any product of the contract's bounded factors
-// and quantities many times over; beyond that an operation reports inexact.
-var exactCtx = apd.Context{
-	Precision:   100,
-	MaxExponent: apd.MaxExponent,
-	MinExponent: apd.MinExponent,
-	Traps:       apd.DefaultTraps,
-	Rounding:    apd.RoundHalfEven,
-}
-
-// mulExact returns a × b, and false if the product would need rounding.
-func mulExact(a, b *money.Decimal) (*money.Decimal, bool) {
-	var r money.Decimal
-	cond, err := exactCtx.Mul(&r, a, b)
-	if err != nil || cond.Inexact() {
-		return nil, false
-	}
-	return &r, true
-}
-
-// quoExact returns a ÷ b, and false if the quotient does not terminate, as
-// 1 ÷ 3 or 1 KG in LB (money.QuoExact).
-func quoExact(a, b *money.Decimal) (*money.Decimal, bool) { return money.QuoExact(a, b) }
+// Unit arithmetic never rounds: a conversion is either exact or refused
+// (money.MulExact, money.QuoExact).
 
 // Bounds of a Quantity as the contract writes it ("^(0|[1-9][0-9]{0,11})(\.[0-9]{1,6})?$").
 const (
@@ -215,9 +189,9 @@ func (t *units) resolve(convs []*productpricingv1.UnitConversion, factors []*mon
 	for k := len(path) - 1; k >= 0; k-- {
 		c := convs[path[k]]
 		parent := t.byKey[c.GetPerUnit()]
-		f, ok := mulExact(factors[path[k]], parent.toBase)
+		f, ok := money.MulExact(factors[path[k]], parent.toBase)
 		if !ok {
-			return unit{}, fmt.Errorf("the chain from %s to the base unit multiplies to more than %d digits", c.GetUnit(), exactCtx.Precision)
+			return unit{}, fmt.Errorf("the chain from %s to the base unit multiplies to more than %d digits", c.GetUnit(), money.ExactDigits)
 		}
 		t.byKey[c.GetUnit()] = unit{code: c.GetUnit(), toBase: f, indivisible: c.GetIndivisible()}
 	}
@@ -227,13 +201,13 @@ func (t *units) resolve(convs []*productpricingv1.UnitConversion, factors []*mon
 // toBase converts v of unit from into the base unit. Multiplication by a
 // factor always terminates, so this is exact.
 func (t *units) toBase(v *money.Decimal, from unit) (*money.Decimal, bool) {
-	return mulExact(v, from.toBase)
+	return money.MulExact(v, from.toBase)
 }
 
 // fromBase converts a base quantity into unit to; false when the quotient
 // does not terminate.
 func (t *units) fromBase(base *money.Decimal, to unit) (*money.Decimal, bool) {
-	return quoExact(base, to.toBase)
+	return money.QuoExact(base, to.toBase)
 }
 
 // convertExact converts v from one unit to another through the base unit.
@@ -262,7 +236,7 @@ func (t *units) convert(v *money.Decimal, from, to unit) (*money.Decimal, bool) 
 		return reduced(v), true
 	}
 	if f := t.pairFactor(from, to); f != nil {
-		r, ok := mulExact(v, f)
+		r, ok := money.MulExact(v, f)
 		if !ok {
 			return nil, false
 		}
@@ -406,7 +380,7 @@ func notExact(field, unitCode, approximate string) error {
 // the metadata of a NOT_EXACT refusal, or "" when the value is beyond what a
 // Quantity can hold anyway. money's 40-digit division is plenty for a hint.
 func approx(v *money.Decimal, from, to unit) string {
-	num, ok := mulExact(v, from.toBase)
+	num, ok := money.MulExact(v, from.toBase)
 	if !ok {
 		return ""
 	}

@@ -1,13 +1,13 @@
 package webhooks
 
 import (
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.etcd.io/bbolt"
 
 	integrationv1 "github.com/millrace/millrace/gen/go/millrace/integration/v1"
+	"github.com/millrace/millrace/internal/scrape"
 	"github.com/millrace/millrace/internal/storage"
 )
 
@@ -67,7 +67,7 @@ func newMetrics(reg prometheus.Registerer, db *storage.DB, now func() time.Time)
 			Help: "Subscriptions disabled automatically after failing without a success for the disable window.",
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.attempts, m.latency, m.ack, m.enqueued, m.dead, m.disabled, &deadBacklog{db: db, now: now}} {
+	for _, c := range []prometheus.Collector{m.attempts, m.latency, m.ack, m.enqueued, m.dead, m.disabled, scrape.NewGauges(descDeadErrors, readDeadLetters(db, now), descDead, descDeadOldest)} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -117,54 +117,33 @@ var (
 		"Scrapes whose read of the dead letters failed; the dead-letter gauges are missing from those scrapes.", nil, nil)
 )
 
-// deadBacklog reads the dead letters from the store at each scrape, so the
-// gauges are right after a restart and after replays by any process.
-type deadBacklog struct {
-	db  *storage.DB
-	now func() time.Time
-
-	mu       sync.Mutex
-	failures float64
-}
-
-// Describe implements prometheus.Collector.
-func (c *deadBacklog) Describe(ch chan<- *prometheus.Desc) {
-	ch <- descDead
-	ch <- descDeadOldest
-	ch <- descDeadErrors
-}
-
-// Collect implements prometheus.Collector. Dead letter ids sort by time,
-// so the first one is the oldest.
-func (c *deadBacklog) Collect(ch chan<- prometheus.Metric) {
-	var (
-		count  int
-		oldest time.Duration
-	)
-	err := c.db.View(func(tx *bbolt.Tx) error {
-		b := tx.Bucket(bucketDeadLetters)
-		count = b.Stats().KeyN
-		_, v := b.Cursor().First()
-		if v == nil {
+// readDeadLetters emits the dead-letter gauges, read from db at a scrape.
+// Dead letter ids sort by time, so the first one is the oldest.
+func readDeadLetters(db *storage.DB, now func() time.Time) func(scrape.Emit) error {
+	return func(emit scrape.Emit) error {
+		var (
+			count  int
+			oldest time.Duration
+		)
+		err := db.View(func(tx *bbolt.Tx) error {
+			b := tx.Bucket(bucketDeadLetters)
+			count = b.Stats().KeyN
+			_, v := b.Cursor().First()
+			if v == nil {
+				return nil
+			}
+			dlt := &integrationv1.DeadLetter{}
+			if err := storage.UnmarshalProto(v, dlt); err != nil {
+				return err
+			}
+			oldest = max(now().Sub(dlt.GetCreateTime().AsTime()), 0)
 			return nil
-		}
-		dlt := &integrationv1.DeadLetter{}
-		if err := storage.UnmarshalProto(v, dlt); err != nil {
+		})
+		if err != nil {
 			return err
 		}
-		oldest = max(c.now().Sub(dlt.GetCreateTime().AsTime()), 0)
+		emit(descDead, float64(count))
+		emit(descDeadOldest, oldest.Seconds())
 		return nil
-	})
-	c.mu.Lock()
-	if err != nil {
-		c.failures++
 	}
-	failures := c.failures
-	c.mu.Unlock()
-	ch <- prometheus.MustNewConstMetric(descDeadErrors, prometheus.CounterValue, failures)
-	if err != nil {
-		return
-	}
-	ch <- prometheus.MustNewConstMetric(descDead, prometheus.GaugeValue, float64(count))
-	ch <- prometheus.MustNewConstMetric(descDeadOldest, prometheus.GaugeValue, oldest.Seconds())
 }

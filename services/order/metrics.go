@@ -3,12 +3,12 @@ package order
 import (
 	"context"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	orderv1 "github.com/millrace/millrace/gen/go/millrace/order/v1"
+	"github.com/millrace/millrace/internal/scrape"
 	"github.com/millrace/millrace/internal/storage"
 )
 
@@ -63,7 +63,7 @@ func newMetrics(reg prometheus.Registerer, db *storage.DB, now func() time.Time)
 		Buckets: []float64{60, 600, 3600, 4 * 3600, 86400, 3 * 86400, 7 * 86400, 14 * 86400, 30 * 86400, 60 * 86400},
 	})
 	var done []prometheus.Collector
-	for _, c := range []prometheus.Collector{m.changes, m.quoteCycle, &backlogCollector{db: db, now: now}} {
+	for _, c := range []prometheus.Collector{m.changes, m.quoteCycle, scrape.NewGauges(descBacklogErrors, readBacklogGauges(db, now), descHeld, descHeldOldest, descPending, descPendingOldest)} {
 		if err := reg.Register(c); err != nil {
 			for _, d := range done {
 				reg.Unregister(d)
@@ -127,44 +127,22 @@ var (
 	}
 )
 
-// backlogCollector reads the held and pending orders from the store at
-// each scrape.
-type backlogCollector struct {
-	db  *storage.DB
-	now func() time.Time
-
-	mu       sync.Mutex
-	failures float64
-}
-
-// Describe implements prometheus.Collector.
-func (c *backlogCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- descHeld
-	ch <- descHeldOldest
-	ch <- descPending
-	ch <- descPendingOldest
-	ch <- descBacklogErrors
-}
-
-// Collect implements prometheus.Collector.
-func (c *backlogCollector) Collect(ch chan<- prometheus.Metric) {
-	b, err := readBacklog(c.db, c.now())
-	c.mu.Lock()
-	if err != nil {
-		c.failures++
+// readBacklogGauges emits the held and pending orders' gauges, read from
+// db at a scrape.
+func readBacklogGauges(db *storage.DB, now func() time.Time) func(scrape.Emit) error {
+	return func(emit scrape.Emit) error {
+		b, err := readBacklog(db, now())
+		if err != nil {
+			return err
+		}
+		for h, q := range b.held {
+			emit(descHeld, float64(q.count), holdLabel(h))
+			emit(descHeldOldest, q.oldest.Seconds(), holdLabel(h))
+		}
+		emit(descPending, float64(b.pending.count))
+		emit(descPendingOldest, b.pending.oldest.Seconds())
+		return nil
 	}
-	failures := c.failures
-	c.mu.Unlock()
-	ch <- prometheus.MustNewConstMetric(descBacklogErrors, prometheus.CounterValue, failures)
-	if err != nil {
-		return
-	}
-	for h, q := range b.held {
-		ch <- prometheus.MustNewConstMetric(descHeld, prometheus.GaugeValue, float64(q.count), holdLabel(h))
-		ch <- prometheus.MustNewConstMetric(descHeldOldest, prometheus.GaugeValue, q.oldest.Seconds(), holdLabel(h))
-	}
-	ch <- prometheus.MustNewConstMetric(descPending, prometheus.GaugeValue, float64(b.pending.count))
-	ch <- prometheus.MustNewConstMetric(descPendingOldest, prometheus.GaugeValue, b.pending.oldest.Seconds())
 }
 
 // queue is a count of orders and the longest time one of them has been in

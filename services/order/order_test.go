@@ -587,6 +587,11 @@ func TestListOrdersByHoldReason(t *testing.T) {
 	if !strings.Contains(st.Message(), "hold_reason") || !strings.Contains(st.Message(), "ACCEPTED") {
 		t.Errorf("message %q, want one naming hold_reason and the status asked for", st.Message())
 	}
+	// A hold reason the contract does not define is refused, naming it.
+	_, err = h.client.ListOrders(erp, &orderv1.ListOrdersRequest{HoldReason: orderv1.HoldReason(99)})
+	if st := wantCode(t, err, codes.InvalidArgument, apierr.ReasonInvalidArgument); !strings.Contains(st.Message(), "hold_reason") {
+		t.Errorf("message %q, want one naming hold_reason", st.Message())
+	}
 	// A page token of the unfiltered ON_HOLD list does not continue the
 	// filtered one.
 	first, err := h.client.ListOrders(erp, &orderv1.ListOrdersRequest{Status: statusOnHold, PageSize: 1})
